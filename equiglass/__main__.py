@@ -1,0 +1,3 @@
+from equiglass.cli import main
+
+raise SystemExit(main())
