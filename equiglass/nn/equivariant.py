@@ -1,0 +1,204 @@
+"""The PCL22 rotation-equivariant propensity model (Pezzicoli, Charpiat & Landes 2022/2024).
+
+Pipeline (nequip/MACE style; irreps are declared once, in :class:`EquivariantConfig`):
+
+    types (+ potential energy) --NodeEmbedding--> ``C x 0e``
+    edge vectors --SphericalHarmonics--> ``Y(r̂)`` (once per forward, shared by all layers)
+    edge lengths --RadialEmbedding--> Bessel basis × polynomial cutoff
+    n_layers × InteractionBlock --> ``C x 0e + C x 1o + ... + C x l_max``, last layer ``C x 0e``
+    l = 0 channels (last layer, or all layers concatenated) --MLP decoder--> ``[N, n_timescales]``
+
+Units: lengths in LJ units (σ_AA), energies in LJ units (ε_AA).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from e3nn import o3
+from torch import nn
+from torch_geometric.data import Data
+
+from equiglass.graphs import DEFAULT_CUTOFF, edge_vectors
+from equiglass.nn.convolution import InteractionBlock
+from equiglass.nn.embedding import NodeEmbedding
+from equiglass.nn.radial import RadialEmbedding
+
+
+@dataclass(frozen=True)
+class EquivariantConfig:
+    """Hyper-parameters of :class:`EquivariantPropensityModel`.
+
+    The defaults give 51,018 trainable parameters (PCL22 report about 50k).
+
+    Attributes:
+        n_timescales: T, number of propensity timescales predicted at once.
+        n_types: number of particle species (KA: 2).
+        l_max: largest angular order of the spherical harmonics and of the hidden
+            features. 0 gives the invariant ablation (distances only) with the same code.
+        channels: multiplicity of every irrep of the hidden features (see :attr:`hidden_irreps`).
+        n_layers: number of interaction blocks.
+        num_basis: number of Bessel functions of the edge length.
+        cutoff: radius of the convolution (LJ units); the graph must be built with at
+            least this cutoff. Edges longer than it contribute exactly nothing.
+        cutoff_p: exponent of the polynomial cutoff envelope.
+        radial_hidden: hidden layer sizes of the per-layer MLP that maps the radial
+            embedding to tensor-product weights.
+        avg_num_neighbours: fixed normaliser of the neighbour sum (KA at density 1.2 and
+            r_c = 2.0: about 40).
+        use_potential_energy: feed the standardised per-particle potential energy as an
+            extra input scalar (``data.potential_energy`` is then required).
+        decoder_hidden: hidden layer sizes of the invariant decoder MLP (SiLU).
+        readout_all_layers: decode the ``l = 0`` channels of every layer, concatenated,
+            instead of those of the last layer only.
+        parity: True (default): O(3) irreps, ``l``-th order features have parity ``(-1)^l``
+            (``0e + 1o + 2e + ...``), so predictions are invariant under rotations *and*
+            reflections. This is an exact symmetry of the target: the KA Hamiltonian and
+            the Maxwell-Boltzmann momenta of the iso-configurational ensemble are
+            reflection-invariant, so a mirrored configuration has the same propensities.
+            False: SO(3) only ("SE(3)" as in the title of PCL22 v1): the edge direction is
+            treated as a pseudovector, all irreps are even, every Clebsch-Gordan path
+            ``l1 ⊗ l2 -> l3`` is allowed (cross products included), predictions are
+            rotation-invariant but can tell a configuration from its mirror image.
+        batch_norm: :class:`e3nn.nn.BatchNorm` in every block (see
+            :class:`~equiglass.nn.convolution.InteractionBlock` for why).
+    """
+
+    n_timescales: int = 10
+    n_types: int = 2
+    l_max: int = 2
+    channels: int = 16
+    n_layers: int = 5
+    num_basis: int = 8
+    cutoff: float = DEFAULT_CUTOFF
+    cutoff_p: int = 6
+    radial_hidden: tuple[int, ...] = (32,)
+    avg_num_neighbours: float = 40.0
+    use_potential_energy: bool = False
+    decoder_hidden: tuple[int, ...] = (64, 64)
+    readout_all_layers: bool = False
+    parity: bool = True
+    batch_norm: bool = True
+
+    def __post_init__(self) -> None:
+        positive = {
+            "n_timescales": self.n_timescales,
+            "n_types": self.n_types,
+            "channels": self.channels,
+            "n_layers": self.n_layers,
+            "num_basis": self.num_basis,
+            "cutoff": self.cutoff,
+            "cutoff_p": self.cutoff_p,
+            "avg_num_neighbours": self.avg_num_neighbours,
+        }
+        bad = {name: value for name, value in positive.items() if not value > 0}
+        if bad:
+            raise ValueError(f"EquivariantConfig: these must be positive: {bad}")
+        if self.l_max < 0:
+            raise ValueError(f"EquivariantConfig: l_max must be >= 0, got {self.l_max}")
+        object.__setattr__(self, "radial_hidden", tuple(int(h) for h in self.radial_hidden))
+        object.__setattr__(self, "decoder_hidden", tuple(int(h) for h in self.decoder_hidden))
+
+    def _parity(self, l: int) -> int:
+        """Parity of the order-``l`` irreps: ``(-1)^l`` (O(3)) or ``+1`` for all (SO(3) only)."""
+        return (-1) ** l if self.parity else 1
+
+    @property
+    def irreps_sh(self) -> o3.Irreps:
+        """Spherical harmonics of the edge direction: ``1x0e + 1x1o + 1x2e`` (l_max = 2, parity)."""
+        return o3.Irreps([(1, (l, self._parity(l))) for l in range(self.l_max + 1)])
+
+    @property
+    def hidden_irreps(self) -> o3.Irreps:
+        """Features of the inner layers: ``16x0e + 16x1o + 16x2e`` (defaults)."""
+        return o3.Irreps([(self.channels, (l, self._parity(l))) for l in range(self.l_max + 1)])
+
+    @property
+    def layer_irreps(self) -> list[o3.Irreps]:
+        """Output irreps of each layer: :attr:`hidden_irreps`, and ``channels x 0e`` for the last
+        (only its scalars are decoded, so its ``l > 0`` outputs would be unused parameters)."""
+        return [self.hidden_irreps] * (self.n_layers - 1) + [o3.Irreps(f"{self.channels}x0e")]
+
+
+class EquivariantPropensityModel(nn.Module):
+    """Rotation-equivariant GNN predicting every particle's propensity at every timescale at once.
+
+    See the module docstring for the pipeline and :class:`EquivariantConfig` for the
+    hyper-parameters. The layers' features are equivariant (``l > 0`` channels rotate with
+    the Wigner D matrices of :attr:`EquivariantConfig.layer_irreps`); the predictions are
+    invariant under rotations (of positions and lattice together), translations,
+    periodic images and particle permutations.
+
+    Input: a PyG ``Data`` / ``Batch`` following :mod:`equiglass.graphs`: ``pos [N, 3]``,
+    ``types [N]`` (long), ``box [B, 3]`` sides or ``[B, 3, 3]`` cells, ``edge_index [2, E]``
+    (neighbour j, centre i), ``edge_shift [E, 3]``, ``batch [N]`` (absent for one graph),
+    and ``potential_energy [N]`` when ``config.use_potential_energy``. The model computes in
+    the dtype of its parameters. For float64 work, build it while the default dtype is
+    float64: e3nn computes its Clebsch-Gordan buffers in the default dtype at construction,
+    so ``.double()`` on a model built in float32 keeps coefficients accurate to ~1e-7 only.
+    """
+
+    def __init__(self, config: EquivariantConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or EquivariantConfig()
+        scalars = o3.Irreps(f"{config.channels}x0e")
+        self.embedding = NodeEmbedding(config.n_types, scalars, config.use_potential_energy)
+        self.spherical_harmonics = o3.SphericalHarmonics(
+            config.irreps_sh, normalize=True, normalization="component", irreps_in="1o" if config.parity else "1e"
+        )
+        self.radial_embedding = RadialEmbedding(config.cutoff, config.num_basis, config.cutoff_p)
+
+        blocks = []
+        irreps_in = self.embedding.irreps_out
+        for irreps_out in config.layer_irreps:
+            blocks.append(
+                InteractionBlock(
+                    irreps_in,
+                    irreps_out,
+                    config.irreps_sh,
+                    config.num_basis,
+                    config.radial_hidden,
+                    config.avg_num_neighbours,
+                    config.batch_norm,
+                )
+            )
+            irreps_in = irreps_out
+        self.blocks = nn.ModuleList(blocks)
+
+        n_decoded = config.channels * (config.n_layers if config.readout_all_layers else 1)
+        sizes = [n_decoded, *config.decoder_hidden, config.n_timescales]
+        layers: list[nn.Module] = []
+        for size_in, size_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(size_in, size_out), nn.SiLU()]
+        self.decoder = nn.Sequential(*layers[:-1])
+
+    def node_features(self, data: Data) -> list[torch.Tensor]:
+        """Equivariant node features after every interaction block.
+
+        Returns:
+            ``n_layers`` tensors, the k-th ``[N, config.layer_irreps[k].dim]`` with irreps
+            ``config.layer_irreps[k]`` (e3nn layout, ``l = 0`` channels first).
+        """
+        dtype = next(self.parameters()).dtype
+        vectors = edge_vectors(data.pos.to(dtype), data.edge_index, data.edge_shift, data.box, data.batch)
+        edge_sh = self.spherical_harmonics(vectors)
+        edge_radial = self.radial_embedding(vectors.norm(dim=-1))
+        energy = data.potential_energy if self.config.use_potential_energy and "potential_energy" in data else None
+        x = self.embedding(data.types, energy)
+        features = []
+        for block in self.blocks:
+            x = block(x, data.edge_index, edge_sh, edge_radial)
+            features.append(x)
+        return features
+
+    def forward(self, data: Data) -> torch.Tensor:
+        """Propensities ``[N, n_timescales]`` of every particle of ``data``."""
+        features = self.node_features(data)
+        decoded = features if self.config.readout_all_layers else features[-1:]
+        channels = self.config.channels
+        return self.decoder(torch.cat([x[:, :channels] for x in decoded], dim=-1))
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
