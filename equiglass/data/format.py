@@ -19,9 +19,11 @@ naming the file and the problem. No pickles: ``np.load(..., allow_pickle=False)`
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +164,10 @@ def validate_configuration(
     stored_times = out["times"]
     if np.any(stored_times <= 0) or np.any(np.diff(stored_times) <= 0):
         raise DataError(path, "times must be positive and strictly increasing")
-    if times is not None and not np.allclose(stored_times, np.asarray(times, dtype=np.float64), rtol=1e-9, atol=0):
+    if times is not None and (
+        stored_times.shape != np.shape(times)
+        or not np.allclose(stored_times, np.asarray(times, dtype=np.float64), rtol=1e-9, atol=0)
+    ):
         raise DataError(path, f"times {stored_times.tolist()} differ from the manifest's {list(times)}")
     for name in ("propensity", "msd"):
         if name in out and np.any(out[name] < 0):
@@ -191,7 +196,7 @@ def read_configuration(path: str | Path, **checks: Any) -> dict[str, np.ndarray]
     try:
         with np.load(path, allow_pickle=False) as archive:
             fields = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as error:
         raise DataError(path, f"not a readable .npz file (truncated or corrupt?): {error}") from error
     return validate_configuration(fields, path, **checks)
 
@@ -285,16 +290,24 @@ def check_manifest(manifest: Mapping[str, Any], path: str | Path) -> None:
         raise DataError(
             path, f"schema version {manifest['schema_version']} is newer than this equiglass reads ({SCHEMA_VERSION})"
         )
+    for key in ("density", "temperature"):
+        if not (math.isfinite(manifest[key]) and manifest[key] > 0):
+            raise DataError(path, f"manifest {key} must be positive and finite, got {manifest[key]}")
+    if not all(isinstance(name, str) for name in manifest["absent_fields"]):
+        raise DataError(path, "absent_fields must list field names")
     unknown = sorted(set(manifest["absent_fields"]) - set(OPTIONAL_FIELDS))
     if unknown:
         raise DataError(path, f"absent_fields {unknown} are not optional fields {list(OPTIONAL_FIELDS)}")
     names = [entry.get("file") if isinstance(entry, Mapping) else None for entry in manifest["configurations"]]
-    if any(not isinstance(name, str) or "/" in name or name.startswith(".") for name in names):
+    if any(not isinstance(name, str) or not name or "/" in name or name.startswith(".") for name in names):
         raise DataError(path, "every configuration entry needs a plain 'file' name inside the directory")
     if len(set(names)) != len(names):
         raise DataError(path, "configuration files are listed more than once")
-    times = np.asarray(manifest["times"], dtype=np.float64)
-    if times.ndim != 1 or np.any(times <= 0) or np.any(np.diff(times) <= 0):
+    try:
+        times = np.asarray(manifest["times"], dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise DataError(path, f"manifest times must be numbers: {error}") from error
+    if times.ndim != 1 or not np.all(np.isfinite(times)) or np.any(times <= 0) or np.any(np.diff(times) <= 0):
         raise DataError(path, "manifest times must be positive and strictly increasing")
 
 
