@@ -16,3 +16,7 @@ class DataError(ValueError):
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+    def __reduce__(self) -> tuple[type, tuple[Path | None, str]]:
+        # Rebuild from (path, problem) so the error survives a process pool.
+        return DataError, (self.path, self.problem)

@@ -319,3 +319,23 @@ def test_write_configuration_keeps_the_old_file_on_bad_input(tmp_path: Path) -> 
 def test_atomic_write_text_creates_parents(tmp_path: Path) -> None:
     path = atomic_write(tmp_path / "a" / "b.txt", lambda stream: stream.write("text"), binary=False)
     assert path.read_text() == "text"
+
+
+def test_data_error_survives_pickling_across_processes():
+    """A DataError raised in a worker process must come back intact."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(DataError("data/x.npz", "holds 3 NaN values")))
+    assert isinstance(error, DataError)
+    assert error.path == Path("data/x.npz") and error.problem == "holds 3 NaN values"
+    assert str(error) == "data/x.npz: holds 3 NaN values"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """mkstemp creates 0600 files; datasets must stay readable by collaborators (umask applies)."""
+    import os
+
+    target = atomic_write(tmp_path / "a.txt", lambda stream: stream.write(b"x"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -63,6 +63,10 @@ OPTIONAL_FIELDS = tuple(name for name in FIELDS if name not in REQUIRED_FIELDS)
 DENSITY_TOLERANCE = 1e-3
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def configuration_filename(index: int) -> str:
     """File name of configuration ``index`` inside a dataset directory."""
     return f"configuration_{index:05d}.npz"
@@ -83,6 +87,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
