@@ -129,12 +129,42 @@ def _register_export_bapst(subparsers: argparse._SubParsersAction) -> None:
     register_export_bapst(subparsers)
 
 
+# ------------------------------------------------------------------ train
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a propensity model from a TOML run config",
+        description=(
+            "Train the model of a run config (see equiglass.config) into a run directory: config.toml/json, "
+            "run.json, metrics.csv, last.pt and best.pt. Rerunning the same command resumes from last.pt."
+        ),
+    )
+    parser.add_argument("config", type=Path, help="TOML run config ([data], [model], [train])")
+    parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<config stem>)")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start afresh even if the run directory holds last.pt")
+    parser.add_argument("--epochs", type=int, default=None, help="override [train] epochs")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from equiglass.train import train
+
+    result = train(args.config, args.run_dir, resume=args.resume, epochs=args.epochs)
+    print(f"{result.run_dir}: {result.epochs} epochs; best.pt from epoch {result.best_epoch}, "
+          f"validation mean Pearson {result.best_score:.4f} (per configuration, loss particle types)")
+    return 0
+
+
 # ------------------------------------------------------------------ entry point
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _register_generate,
     _register_convert_bapst,
     _register_export_bapst,
+    _register_train,
 )
 
 

@@ -1,0 +1,320 @@
+"""Run configs: one TOML file with ``[data]``, ``[model]`` and ``[train]`` sections.
+
+Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults shown)::
+
+    [data]
+    dataset = "../../data/demo"        # relative to this file
+    positions = "thermal"              # or "inherent" (quenched inherent-state positions)
+    with_potential_energy = false      # attach the per-particle potential energy to the graphs
+    cutoff = 2.0                       # neighbour cutoff of the graphs (LJ units)
+    split = [0.8, 0.1, 0.1]            # train / validation / test: fractions, or counts such as [16, 4, 4]
+    split_seed = 0
+    particle_types = [0]               # species of the loss and the validation metric (0 = A)
+
+    [model]
+    kind = "equivariant"               # "equivariant" | "bapst" | "ridge"; other keys: see equiglass.nn.registry
+
+    [train]
+    optimiser = "adam"                 # or "adamw"
+    lr = 1e-3
+    weight_decay = 0.0
+    schedule = "cosine"                # cosine decay per optimiser step to 0, or "none"
+    epochs = 100
+    batch_size = 1                     # configurations per optimiser step
+    grad_clip = 1.0                    # global gradient-norm clip; 0 = none
+    seed = 0                           # model initialisation, data order, augmentation
+    augment = true                     # random cube symmetries (bapst only; default: true for bapst)
+    device = "auto"                    # "cpu", "cuda", or "auto" (cuda when available)
+    eval_every = 1                     # validate every this many epochs (and after the last)
+    threads = 2                        # torch CPU threads (default: torch's choice)
+    alphas = [0.01, 0.1, ...]          # ridge only: the grid of ridge strengths tried on validation
+
+:func:`load_config` parses and checks a file into a :class:`RunConfig`; every error is a
+:class:`~equiglass.errors.DataError` naming the file, the section and the key.
+:meth:`RunConfig.to_dict` gives the resolved config (absolute dataset path, every default
+and model hyper-parameter spelled out), which :func:`to_toml` writes back as TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from equiglass.errors import DataError
+from equiglass.graphs import DEFAULT_CUTOFF, POSITION_FIELDS
+from equiglass.nn.registry import resolve_model_section
+from equiglass.nn.ridge import DEFAULT_ALPHAS
+
+#: The sections of a run config.
+SECTIONS = ("data", "model", "train")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The ``[data]`` section: which dataset, how graphs are built, the split, the loss particles.
+
+    Attributes:
+        dataset: the dataset directory (a relative path in a file is relative to the file).
+        positions: ``"thermal"`` or ``"inherent"`` positions.
+        with_potential_energy: attach the per-particle potential energy (of those positions).
+        cutoff: neighbour cutoff of the graphs, LJ units.
+        split: train / validation / test sizes, fractions (floats) or counts (integers).
+        split_seed: seed of :func:`~equiglass.graphs.split_indices`.
+        particle_types: species whose propensities enter the loss and the validation metric.
+    """
+
+    dataset: Path
+    positions: Literal["thermal", "inherent"] = "thermal"
+    with_potential_energy: bool = False
+    cutoff: float = DEFAULT_CUTOFF
+    split: tuple[int, ...] | tuple[float, ...] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    particle_types: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if self.positions not in POSITION_FIELDS:
+            raise ValueError(f"positions must be one of {sorted(POSITION_FIELDS)}, got {self.positions!r}")
+        if not (math.isfinite(self.cutoff) and self.cutoff > 0):
+            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
+        if len(self.split) != 3 or any(not value >= 0 for value in self.split):
+            raise ValueError(f"split must give three non-negative sizes (train, validation, test), got {list(self.split)}")
+        if self.split[0] == 0 or self.split[1] == 0:
+            raise ValueError(f"split needs training and validation configurations, got {list(self.split)}")
+        if not self.particle_types or len(set(self.particle_types)) != len(self.particle_types) or any(
+            kind not in (0, 1) for kind in self.particle_types
+        ):
+            raise ValueError(f"particle_types must list distinct species among 0 (A) and 1 (B), got {list(self.particle_types)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``[train]`` section (see the module docstring for the meaning of each key).
+
+    ``augment`` left unset means: cube symmetries for the Bapst model, nothing otherwise;
+    :func:`load_config` resolves it. ``alphas`` is used by the ridge model only, which
+    ignores the optimiser settings.
+    """
+
+    optimiser: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "none"] = "cosine"
+    epochs: int = 100
+    batch_size: int = 1
+    grad_clip: float = 1.0
+    seed: int = 0
+    augment: bool | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_every: int = 1
+    threads: int | None = None
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("weight_decay", "grad_clip"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if not self.alphas or any(not (math.isfinite(alpha) and alpha >= 0) for alpha in self.alphas):
+            raise ValueError(f"alphas must list ridge strengths >= 0, got {list(self.alphas)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run config.
+
+    Attributes:
+        data: the ``[data]`` section (``dataset`` absolute).
+        model: the resolved ``[model]`` section: ``kind`` and every hyper-parameter
+            (:func:`~equiglass.nn.registry.resolve_model_section`).
+        train: the ``[train]`` section, ``augment`` resolved.
+        path: the file it was read from, if any.
+    """
+
+    data: DataConfig
+    model: dict[str, Any]
+    train: TrainConfig
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def kind(self) -> str:
+        """The model kind."""
+        return self.model["kind"]
+
+    def with_epochs(self, epochs: int) -> RunConfig:
+        """The same config trained for ``epochs`` epochs."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, epochs=epochs))
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The resolved config as plain JSON/TOML values (unset optional values omitted)."""
+        return {
+            "data": _plain(dataclasses.asdict(self.data)),
+            "model": _plain(self.model),
+            "train": _plain(dataclasses.asdict(self.train)),
+        }
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and check a TOML run config; ``[data] dataset`` is taken relative to the file.
+
+    Raises:
+        DataError: naming the file (and section and key): a missing or unparsable file, an
+            unknown section or key, a value of the wrong type or out of range, or settings
+            that contradict each other.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "config file does not exist")
+    try:
+        content = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise DataError(path, f"not valid TOML: {error}") from error
+    return config_from_dict(content, path)
+
+
+def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
+    """Check a parsed config (as :func:`tomllib.loads` gives it) read from ``path``.
+
+    ``path`` names the config in errors, and its directory anchors a relative ``dataset``.
+
+    Raises:
+        DataError: see :func:`load_config`.
+    """
+    path = Path(path)
+    unknown = sorted(set(content) - set(SECTIONS))
+    if unknown:
+        raise DataError(path, f"unknown section(s) {unknown}; a run config has {list(SECTIONS)}")
+    tables = {}
+    for name in SECTIONS:
+        table = content.get(name, {})
+        if not isinstance(table, Mapping):
+            raise DataError(path, f"[{name}] must be a table")
+        tables[name] = dict(table)
+    if "dataset" not in tables["data"]:
+        raise DataError(path, "[data] lacks the key 'dataset' (the dataset directory)")
+    if "kind" not in tables["model"]:
+        raise DataError(path, "[model] lacks the key 'kind' (equivariant, bapst or ridge)")
+
+    data = _section(DataConfig, tables["data"], path, "data")
+    data = dataclasses.replace(data, dataset=(path.parent / data.dataset).resolve())
+    try:
+        model = resolve_model_section(tables["model"])
+    except ValueError as error:
+        raise DataError(path, f"[model] {error}") from error
+    train = _section(TrainConfig, tables["train"], path, "train")
+    augment = model["kind"] == "bapst" if train.augment is None else train.augment
+    train = dataclasses.replace(train, augment=augment)
+
+    if augment and model["kind"] != "bapst":
+        raise DataError(path, f"[train] augment: cube-symmetry augmentation is for the bapst model, not {model['kind']}")
+    if model.get("use_potential_energy") and not data.with_potential_energy:
+        raise DataError(path, "[model] use_potential_energy needs [data] with_potential_energy = true")
+    if model.get("cutoff", 0.0) > data.cutoff:
+        raise DataError(
+            path, f"[model] cutoff {model['cutoff']} exceeds the graphs' [data] cutoff {data.cutoff}: edges would be missing"
+        )
+    return RunConfig(data, model, train, path)
+
+
+def to_toml(content: Mapping[str, Mapping[str, Any]]) -> str:
+    """TOML text of a config dict of tables (as :meth:`RunConfig.to_dict` gives); :func:`load_config` reads it back."""
+    lines: list[str] = []
+    for section, table in content.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    """One TOML value: bool, int, float, str, or a list of these."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _plain(table: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON/TOML-ready copy: paths as strings, tuples as lists, None values dropped."""
+    out = {}
+    for key, value in table.items():
+        if value is None:
+            continue
+        out[key] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _section(cls: type, table: Mapping[str, Any], path: Path, name: str) -> Any:
+    """Build dataclass ``cls`` from a TOML table, checking keys and value types against its annotations."""
+    fields = {spec.name for spec in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        raise DataError(path, f"[{name}] unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in table.items():
+        try:
+            values[key] = _coerce(value, hints[key])
+        except TypeError as error:
+            raise DataError(path, f"[{name}] {key}: {error}") from None
+    try:
+        return cls(**values)
+    except ValueError as error:
+        raise DataError(path, f"[{name}] {error}") from None
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` checked against type ``hint`` (bool, int, float, str, Path, Literal, tuple[X, ...],
+    unions); ints are accepted as floats. Raises TypeError describing the mismatch."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise TypeError(f"must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in (arg for arg in args if arg is not type(None)):
+            try:
+                return _coerce(value, option)
+            except TypeError:
+                continue
+        raise TypeError(f"must be {' or '.join(_describe(arg) for arg in args if arg is not type(None))}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise TypeError(f"must be {_describe(hint)}, got {value!r}")
+        return tuple(_coerce(item, args[0]) for item in value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
+    if hint in (bool, int, str) and isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
+        return value
+    raise TypeError(f"must be {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    """A type annotation in words, for error messages."""
+    if typing.get_origin(hint) is tuple:
+        plurals = {int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plurals.get(typing.get_args(hint)[0], typing.get_args(hint)[0])}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path string"}
+    return names.get(hint, str(hint))

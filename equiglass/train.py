@@ -1,0 +1,593 @@
+"""Train a propensity model from a run config (:mod:`equiglass.config`) into a run directory.
+
+``train(config, run_dir)`` (or ``equiglass train CONFIG [--run-dir DIR] [--no-resume] [--epochs N]``)
+leaves in the run directory
+
+* ``config.toml`` / ``config.json``: the resolved config (absolute dataset path, every
+  default and hyper-parameter spelled out); ``config.toml`` is itself a valid run config;
+* ``run.json``: seed, versions (python, torch, e3nn, torch-geometric, equiglass), dataset
+  path and sha256 of its manifest, the split (configuration indices), the parameter count,
+  the metric's definition, and once finished the best epoch and score;
+* ``metrics.csv``: one row per epoch: ``epoch, train_loss, val_loss, val_pearson_mean,
+  val_pearson_t0 .. val_pearson_t{T-1}, lr, wall_s`` (validation columns empty in epochs
+  without validation; ``lr`` of the epoch's last step; ``wall_s`` cumulative training time);
+* ``last.pt`` (every epoch; resumes training) and ``best.pt`` (best validation score), see
+  :mod:`equiglass.checkpoint`.
+
+**Objective.** Targets are normalised per timescale with the mean and standard deviation
+of the training split (loss particles only), stored in the checkpoints; the loss is the
+mean squared error of the normalised propensity over every timescale and every particle
+of ``[data] particle_types`` (type A by default) whose target exists. For models with
+``use_potential_energy`` the energy is standardised with training-split statistics.
+
+**Validation score**: for each validation configuration, the Pearson correlation over the
+loss particles at each timescale (per-configuration convention, :mod:`equiglass.metrics`),
+averaged over configurations, then over timescales (``val_pearson_mean``). ``best.pt`` is
+the epoch of the highest score.
+
+**Neural networks** (``equivariant``, ``bapst``): Adam/AdamW, optional cosine decay of the
+learning rate per optimiser step (a pure function of the step, so there is no scheduler
+state), gradient-norm clipping, ``batch_size`` configurations per step in a seeded random
+order, random cube symmetries for ``bapst`` (``augment``) drawn from the same seeded generator.
+
+**Ridge**: closed-form fits for every ``alphas`` value on the training split, α chosen by the
+validation score; one "epoch"; ``best.pt`` and ``last.pt`` hold the same model.
+
+**Resume.** With ``resume=True`` (default) a run directory holding ``last.pt`` continues
+from it: model, optimiser, data-order generator, torch/numpy/python random states, epoch,
+best score and history are restored, so on the CPU a run killed at any point and resumed
+ends bit-identical to an uninterrupted one (same machine, same threads). Only
+``train.epochs`` may differ from the stored config (the cosine schedule then follows the
+new total from the next step); any other difference is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import platform
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch_geometric.data import Batch, Data
+from tqdm.auto import tqdm
+
+from equiglass import __version__
+from equiglass.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint, save_checkpoint
+from equiglass.config import RunConfig, load_config, to_toml
+from equiglass.data.format import MANIFEST_NAME, atomic_write, load_dataset
+from equiglass.errors import DataError
+from equiglass.graphs import PropensityDataset, split_indices
+from equiglass.metrics import PER_CONFIGURATION, pearson_per_timescale, summarise
+from equiglass.nn.bapst_gnn import cube_symmetry_augmentation
+from equiglass.nn.equivariant import EquivariantPropensityModel
+from equiglass.nn.registry import build_model
+from equiglass.nn.ridge import DescriptorRidge
+
+log = logging.getLogger(__name__)
+
+#: Files of a run directory.
+CONFIG_TOML, CONFIG_JSON, RUN_RECORD, METRICS_CSV = "config.toml", "config.json", "run.json", "metrics.csv"
+#: Names of the three parts of the split, in order.
+SPLIT_NAMES = ("train", "validation", "test")
+#: What ``val_pearson_*`` means, recorded in ``run.json``.
+METRIC_DEFINITION = (
+    f"{PER_CONFIGURATION} Pearson correlation over the loss particle types of each validation configuration, "
+    "averaged over configurations (val_pearson_t<k>), then over timescales (val_pearson_mean)"
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`train` left behind.
+
+    Attributes:
+        run_dir: the run directory.
+        best: path of ``best.pt``.
+        last: path of ``last.pt``.
+        epochs: epochs completed (the configured number).
+        resumed_from: the epoch this call started from (0: from scratch).
+        best_epoch: epoch of ``best.pt``.
+        best_score: its validation score (mean Pearson over timescales, per-configuration convention).
+        history: the rows of ``metrics.csv``.
+    """
+
+    run_dir: Path
+    best: Path
+    last: Path
+    epochs: int
+    resumed_from: int
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]]
+
+
+@dataclass
+class Split:
+    """The graphs of one run: training and validation graphs, indices of every part."""
+
+    indices: dict[str, np.ndarray]
+    train: PropensityDataset
+    validation: PropensityDataset
+
+
+@dataclass
+class Objective:
+    """Target normalisation and loss-particle selection shared by the loss and the validation.
+
+    Attributes:
+        mean: [T] float64 mean of the training targets of the loss particles.
+        std: [T] float64 standard deviation of the same.
+        particle_types: species in the loss and metric.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    particle_types: tuple[int, ...]
+
+    @classmethod
+    def from_graphs(cls, graphs: Sequence[Data], particle_types: Sequence[int]) -> Objective:
+        """Statistics over the loss particles of ``graphs`` (the training split).
+
+        Raises:
+            ValueError: a timescale whose training targets are constant or absent.
+        """
+        particle_types = tuple(particle_types)
+        y = torch.cat([
+            torch.where(_target_mask(data, particle_types), data.y.double(), torch.nan) for data in graphs
+        ])
+        count = (~y.isnan()).sum(dim=0)
+        mean = y.nansum(dim=0) / count
+        std = (((y - mean) ** 2).nansum(dim=0) / count).sqrt()
+        if not torch.all(std > 0):
+            bad = torch.nonzero(~(std > 0)).flatten().tolist()
+            raise ValueError(f"training targets are constant (or absent) at timescale(s) {bad}")
+        return cls(mean, std, particle_types)
+
+    def particles(self, data: Data) -> torch.Tensor:
+        """[N] bool: particles of the loss types."""
+        return _particles(data, self.particle_types)
+
+    def mask(self, data: Data) -> torch.Tensor:
+        """[N, T] bool: loss particles where a target exists."""
+        return _target_mask(data, self.particle_types)
+
+    def normalised(self, data: Data) -> torch.Tensor:
+        """[N, T] normalised targets of ``data``, in the dtype of ``data.y``."""
+        mean, std = self.mean.to(data.y), self.std.to(data.y)
+        return (data.y - mean) / std
+
+    def loss(self, output: torch.Tensor, data: Data) -> torch.Tensor:
+        """Mean squared error of ``output`` [N, T] against the normalised targets over :meth:`mask`."""
+        mask = self.mask(data)
+        return ((output - self.normalised(data).to(output)) ** 2)[mask].mean()
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """``mean`` and ``std`` as lists, for a checkpoint."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def train(
+    config: str | Path | RunConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = True,
+    *,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train the model of ``config`` into ``run_dir`` (see the module docstring).
+
+    Args:
+        config: a TOML run config file or a loaded :class:`~equiglass.config.RunConfig`.
+        run_dir: the run directory; default ``runs/<config file stem>``.
+        resume: continue from ``run_dir/last.pt`` if present; False starts afresh,
+            replacing the directory's checkpoints and metrics.
+        epochs: override ``[train] epochs``.
+        progress: show a tqdm progress bar.
+
+    Training seeds (and, on resume, restores) the global torch, numpy and python random
+    generators, and sets torch's CPU threads to ``[train] threads`` for its duration.
+
+    Returns:
+        The :class:`RunResult`.
+
+    Raises:
+        DataError: bad config or data, an unreadable ``last.pt``, or a run directory holding
+            a run of another config.
+        ValueError: e.g. ``device = "cuda"`` without CUDA.
+    """
+    config = config if isinstance(config, RunConfig) else load_config(config)
+    if epochs is not None:
+        config = config.with_epochs(epochs)
+    if run_dir is None:
+        if config.path is None:
+            raise ValueError("run_dir is needed for a config that was not read from a file")
+        run_dir = Path("runs") / config.path.stem
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = _resume_state(run_dir, config) if resume else None
+    if state is None:
+        for name in (LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_CSV):
+            (run_dir / name).unlink(missing_ok=True)
+
+    with _threads(config.train.threads):
+        device = _device(config.train.device)
+        dataset = load_dataset(config.data.dataset)
+        split = _split(config, dataset)
+        objective = Objective.from_graphs(split.train, config.data.particle_types)
+        _seed_everything(config.train.seed)
+        model = build_model(config.model, len(dataset.times))
+        _set_energy_statistics(model, split.train)
+        resolved = config.to_dict()
+        atomic_write(run_dir / CONFIG_TOML, lambda stream: stream.write(to_toml(resolved)), binary=False)
+        atomic_write(run_dir / CONFIG_JSON, lambda stream: stream.write(json.dumps(resolved, indent=2) + "\n"), binary=False)
+        record = _run_record(config, dataset.directory, split, model, device)
+        _write_json(run_dir / RUN_RECORD, record)
+
+        run = _Run(config, run_dir, model, objective, dataset.times.tolist())
+        if isinstance(model, DescriptorRidge):
+            run.fit_ridge(split, state)
+        else:
+            run.fit_network(split, device, state, progress)
+        _write_json(run_dir / RUN_RECORD, {**record, "best_epoch": run.best_epoch, "best_val_pearson_mean": run.best_score})
+    log.info("%s: best epoch %d, validation mean Pearson %.4f", run_dir, run.best_epoch, run.best_score)
+    return RunResult(
+        run_dir,
+        run_dir / BEST_CHECKPOINT,
+        run_dir / LAST_CHECKPOINT,
+        run.history[-1]["epoch"] if run.history else 0,
+        0 if state is None else int(state["epoch"]),
+        run.best_epoch,
+        run.best_score,
+        run.history,
+    )
+
+
+# ------------------------------------------------------------------ one run
+
+
+class _Run:
+    """The mutable state of a training run and the files it writes."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, model: nn.Module, objective: Objective, times: list[float]):
+        self.config, self.run_dir, self.model, self.objective, self.times = config, run_dir, model, objective, times
+        self.history: list[dict[str, float]] = []
+        self.best_epoch = 0
+        self.best_score = -math.inf
+        self.wall_s = 0.0
+
+    # ---------------------------------------------------------------- networks
+
+    def fit_network(self, split: Split, device: torch.device, state: dict[str, Any] | None, progress: bool) -> None:
+        """Gradient training for ``config.train.epochs`` epochs, resuming from ``state``."""
+        settings = self.config.train
+        model = self.model.to(device)
+        optimiser_class = torch.optim.AdamW if settings.optimiser == "adamw" else torch.optim.Adam
+        optimiser = optimiser_class(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        generator = torch.Generator().manual_seed(settings.seed)
+        start = 0
+        if state is not None:
+            start = self._restore(state)
+            optimiser.load_state_dict(state["optimiser"])
+            generator.set_state(state["generator"])
+            _set_random_states(state["random_states"])
+        steps_per_epoch = math.ceil(len(split.train) / settings.batch_size)
+        total_steps = settings.epochs * steps_per_epoch
+        self._write_metrics()
+
+        bar = tqdm(range(start + 1, settings.epochs + 1), desc=self.run_dir.name, unit="epoch",
+                   initial=start, total=settings.epochs, disable=not progress)
+        for epoch in bar:
+            began = time.perf_counter()
+            model.train()
+            losses = []
+            order = torch.randperm(len(split.train), generator=generator)
+            for step, chosen in enumerate(order.split(settings.batch_size), start=(epoch - 1) * steps_per_epoch):
+                lr = _learning_rate(settings.lr, settings.schedule, step, total_steps)
+                for group in optimiser.param_groups:
+                    group["lr"] = lr
+                batch = Batch.from_data_list([split.train[int(k)] for k in chosen]).to(device)
+                if settings.augment:
+                    batch = cube_symmetry_augmentation(batch, generator)
+                loss = self.objective.loss(model(batch), batch)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                if settings.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                optimiser.step()
+                losses.append(loss.item())
+            validate = epoch % settings.eval_every == 0 or epoch == settings.epochs
+            scores = self._validate(split.validation, device) if validate else None
+            self.wall_s += time.perf_counter() - began
+            row = self._row(epoch, float(np.mean(losses)), scores, lr)
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_pearson=f"{row['val_pearson_mean']:.4f}")
+            self._end_epoch(row, lambda: {
+                "optimiser": optimiser.state_dict(),
+                "generator": generator.get_state(),
+                "random_states": _random_states(device),
+            })
+
+    # ---------------------------------------------------------------- ridge
+
+    def fit_ridge(self, split: Split, state: dict[str, Any] | None) -> None:
+        """Closed-form fits with every α; α of the best validation score (one epoch)."""
+        if state is not None:
+            self._restore(state)
+            return
+        began = time.perf_counter()
+        model: DescriptorRidge = self.model
+        train_views, validation_views = (_with_descriptors(graphs, model) for graphs in (split.train, split.validation))
+        alpha, alpha_scores = model.select_alpha(
+            [self._normalised_copy(data) for data in train_views],
+            [self._normalised_copy(data) for data in validation_views],
+            self.config.train.alphas,
+            self.objective.particle_types,
+        )
+        train_loss = float(np.mean([self.objective.loss(model(data), data).item() for data in train_views]))
+        scores = self._validate(validation_views, torch.device("cpu"))
+        self.wall_s = time.perf_counter() - began
+        log.info("%s: ridge alpha %g chosen; validation scores %s", self.run_dir, alpha, alpha_scores)
+        row = self._row(1, train_loss, scores, math.nan)
+        self._end_epoch(row, lambda: {"alpha": alpha, "alpha_scores": {str(a): s for a, s in alpha_scores.items()}})
+
+    def _normalised_copy(self, data: Data) -> Data:
+        """A shallow copy of ``data`` whose ``y`` holds the normalised targets."""
+        out = copy.copy(data)
+        out.y = self.objective.normalised(data)
+        return out
+
+    # ---------------------------------------------------------------- shared
+
+    @torch.no_grad()
+    def _validate(self, graphs: Sequence[Data], device: torch.device) -> tuple[float, torch.Tensor]:
+        """Validation loss and ``[T]`` per-configuration mean Pearson correlation, model in eval mode."""
+        self.model.eval()
+        losses, correlations = [], []
+        for data in graphs:
+            data = data if device.type == "cpu" else data.clone().to(device)
+            output = self.model(data)
+            losses.append(self.objective.loss(output, data).item())
+            particles = self.objective.particles(data) & data.target_mask.all(dim=1)
+            correlations.append(pearson_per_timescale(output, data.y, particles).cpu())
+        return float(np.mean(losses)), summarise(torch.stack(correlations))[0]
+
+    def _row(self, epoch: int, train_loss: float, scores: tuple[float, torch.Tensor] | None, lr: float) -> dict[str, float]:
+        """One ``metrics.csv`` row (NaN for what was not measured)."""
+        per_time = torch.full((len(self.times),), math.nan, dtype=torch.float64) if scores is None else scores[1]
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": math.nan if scores is None else scores[0],
+            "val_pearson_mean": float(per_time.mean()),
+        }
+        row.update({f"val_pearson_t{k}": float(value) for k, value in enumerate(per_time)})
+        return {**row, "lr": lr, "wall_s": self.wall_s}
+
+    def _end_epoch(self, row: dict[str, float], resume_state: Callable[[], dict[str, Any]]) -> None:
+        """Record ``row``; write ``best.pt`` if the score improved, then ``last.pt``, then ``metrics.csv``.
+
+        ``resume_state()`` gives the kind-specific entries of ``last.pt``.
+        """
+        self.history.append(row)
+        score = row["val_pearson_mean"]
+        if self.best_epoch == 0 or (not math.isnan(score) and score > self.best_score):
+            self.best_epoch, self.best_score = int(row["epoch"]), score
+            self._save(BEST_CHECKPOINT, {"epoch": int(row["epoch"]), "metrics": row})
+        self._save(LAST_CHECKPOINT, {
+            "epoch": int(row["epoch"]),
+            "metrics": row,
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+            "wall_s": self.wall_s,
+            **resume_state(),
+        })
+        self._write_metrics()
+
+    def _save(self, name: str, extra: dict[str, Any]) -> None:
+        save_checkpoint(
+            self.run_dir / name,
+            model=self.model,
+            model_section=self.config.model,
+            data_section={**self.config.to_dict()["data"], "particle_types": list(self.objective.particle_types)},
+            normalisation=self.objective.as_dict(),
+            times=self.times,
+            extra={"config": self.config.to_dict(), **extra},
+        )
+
+    def _restore(self, state: dict[str, Any]) -> int:
+        """Load the model and bookkeeping of a ``last.pt``; returns its epoch."""
+        self.model.load_state_dict(state["model_state"])
+        self.history = list(state["history"])
+        self.best_epoch, self.best_score = int(state["best_epoch"]), float(state["best_score"])
+        self.wall_s = float(state["wall_s"])
+        return int(state["epoch"])
+
+    def _write_metrics(self) -> None:
+        """Rewrite ``metrics.csv`` from the history (so it always agrees with ``last.pt``)."""
+        columns = ["epoch", "train_loss", "val_loss", "val_pearson_mean",
+                   *(f"val_pearson_t{k}" for k in range(len(self.times))), "lr", "wall_s"]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self.history:
+            writer.writerow({key: "" if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()})
+        atomic_write(self.run_dir / METRICS_CSV, lambda stream: stream.write(text.getvalue()), binary=False)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _particles(data: Data, particle_types: tuple[int, ...]) -> torch.Tensor:
+    """[N] bool: particles of ``particle_types``."""
+    return torch.isin(data.types, torch.as_tensor(particle_types, device=data.types.device))
+
+
+def _target_mask(data: Data, particle_types: tuple[int, ...]) -> torch.Tensor:
+    """[N, T] bool: particles of ``particle_types`` where a target exists."""
+    return _particles(data, particle_types)[:, None] & data.target_mask
+
+
+def _resume_state(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
+    """The content of ``run_dir/last.pt`` if present and of the same config (epochs aside), else None.
+
+    Raises:
+        DataError: ``last.pt`` is unreadable or belongs to another config.
+    """
+    path = run_dir / LAST_CHECKPOINT
+    if not path.is_file():
+        return None
+    state = read_checkpoint(path)
+    stored, wanted = dict(state["config"]), config.to_dict()
+    stored["train"] = {**stored["train"], "epochs": wanted["train"]["epochs"]}
+    if stored != wanted:
+        differences = sorted(
+            f"[{section}] {key}"
+            for section in wanted
+            for key in set(stored.get(section, {})) | set(wanted[section])
+            if stored.get(section, {}).get(key) != wanted[section].get(key)
+        )
+        raise DataError(path, f"the run was made with another config ({', '.join(differences)} differ): "
+                              "use another run directory or --no-resume")
+    return state
+
+
+def _split(config: RunConfig, dataset: Any) -> Split:
+    """Split the configurations and open the training and validation graphs."""
+    parts = split_indices(len(dataset), config.data.split, config.data.split_seed)
+    indices = dict(zip(SPLIT_NAMES, parts))
+    if len(indices["train"]) == 0 or len(indices["validation"]) == 0:
+        raise DataError(config.path, f"[data] split {list(config.data.split)} of {len(dataset)} configurations "
+                                     "leaves no training or no validation configuration")
+    graphs = {
+        name: PropensityDataset(
+            dataset,
+            cutoff=config.data.cutoff,
+            positions=config.data.positions,
+            with_potential_energy=config.data.with_potential_energy,
+            indices=indices[name],
+        )
+        for name in ("train", "validation")
+    }
+    return Split(indices, graphs["train"], graphs["validation"])
+
+
+def _set_energy_statistics(model: nn.Module, graphs: Sequence[Data]) -> None:
+    """Standardise an equivariant model's energy input with the training split's statistics."""
+    if isinstance(model, EquivariantPropensityModel) and model.config.use_potential_energy:
+        energy = torch.cat([data.potential_energy.double() for data in graphs])
+        model.embedding.set_energy_statistics(float(energy.mean()), float(energy.std(correction=0)))
+
+
+def _with_descriptors(graphs: Sequence[Data], model: DescriptorRidge) -> list[Data]:
+    """Shallow copies of ``graphs`` carrying their descriptors (computed once, used by every α)."""
+    out = []
+    for data in graphs:
+        view = copy.copy(data)
+        view.descriptors = model.descriptors(data)
+        out.append(view)
+    return out
+
+
+def _learning_rate(base: float, schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``."""
+    if schedule == "none":
+        return base
+    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def _device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("[train] device = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+@contextmanager
+def _threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch CPU threads (None: unchanged), restoring the previous number."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators (model initialisation)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _random_states(device: torch.device) -> dict[str, Any]:
+    """The global random states, as tensors and primitives (``weights_only`` checkpoints)."""
+    name, key, position, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (name, key.tolist(), position, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_random_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`_random_states` saved."""
+    torch.set_rng_state(states["torch"])
+    name, key, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _run_record(config: RunConfig, dataset: Path, split: Split, model: nn.Module, device: torch.device) -> dict[str, Any]:
+    """The content of ``run.json``."""
+    import e3nn
+    import torch_geometric
+
+    return {
+        "seed": config.train.seed,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "e3nn": e3nn.__version__,
+            "torch_geometric": torch_geometric.__version__,
+            "equiglass": __version__,
+        },
+        "dataset": str(dataset.resolve()),
+        "manifest_sha256": hashlib.sha256((dataset / MANIFEST_NAME).read_bytes()).hexdigest(),
+        "split": {name: indices.tolist() for name, indices in split.indices.items()},
+        "model_kind": config.kind,
+        "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "metric": METRIC_DEFINITION,
+    }
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    atomic_write(path, lambda stream: stream.write(json.dumps(content, indent=2) + "\n"), binary=False)

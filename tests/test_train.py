@@ -1,0 +1,329 @@
+"""Tests of training (equiglass.train), run configs (equiglass.config), checkpoints and the model registry.
+
+Every run uses a tiny synthetic dataset whose propensity is a smooth function of each
+particle's neighbour count (learnable from distances alone) and tiny models.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+import equiglass.train
+from equiglass.checkpoint import LAST_CHECKPOINT, load_checkpoint, read_checkpoint
+from equiglass.cli import main
+from equiglass.config import load_config, to_toml
+from equiglass.data.format import configuration_filename, write_configuration, write_manifest
+from equiglass.errors import DataError
+from equiglass.graphs import neighbour_list
+from equiglass.nn.registry import build_model, resolve_model_section
+from equiglass.train import train
+
+DENSITY = 1.2
+TIMES = np.array([0.1, 1.0, 10.0])
+N_PARTICLES = 300  # box 6.3: above 2 x the ridge descriptors' neighbour cutoff of 3.0
+ABSENT = ("is_positions", "is_potential_energy", "msd", "self_intermediate_scattering")
+
+TINY_EQUIVARIANT = {"kind": "equivariant", "l_max": 1, "channels": 4, "n_layers": 2, "num_basis": 4,
+                    "radial_hidden": [8], "decoder_hidden": [16]}
+#: Tiny [model] sections.
+MODELS: dict[str, dict[str, Any]] = {
+    "equivariant": TINY_EQUIVARIANT,
+    "equivariant_l0": {**TINY_EQUIVARIANT, "l_max": 0},
+    "bapst": {"kind": "bapst", "mlp_hidden": [16, 16], "n_steps": 2},
+    "ridge": {"kind": "ridge", "radial_centres": [1.0, 1.2, 1.4, 1.6], "angular_centres": [1.0],
+              "angular_orders": [4, 6], "coarse_lengths": [0.0], "coarse_cutoff": 2.0},
+}
+
+
+def synthetic_configuration(seed: int) -> dict[str, np.ndarray]:
+    """Random positions at density 1.2; propensity = a decreasing function of the neighbour count within 1.3."""
+    rng = np.random.default_rng(seed)
+    box = np.full(3, (N_PARTICLES / DENSITY) ** (1 / 3))
+    positions = rng.uniform(0, box, (N_PARTICLES, 3))
+    edge_index, _ = neighbour_list(positions, box, 1.3)
+    count = np.bincount(edge_index[1].numpy(), minlength=N_PARTICLES).astype(np.float64)
+    z = (count - count.mean()) / count.std()
+    mobility = 0.2 + 1.0 / (1.0 + np.exp(z))
+    propensity = np.stack([(1 + k) * mobility + 0.05 * rng.random(N_PARTICLES) for k in range(len(TIMES))])
+    return {
+        "positions": positions,
+        "types": (rng.random(N_PARTICLES) < 0.2).astype(np.int64),
+        "box": box,
+        "times": TIMES,
+        "propensity": propensity,
+        "potential_energy": rng.normal(-6.5, 0.2, N_PARTICLES) - 0.5 * z,
+    }
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Eight synthetic configurations of 300 particles, three times."""
+    directory = tmp_path_factory.mktemp("dataset")
+    entries = []
+    for index in range(8):
+        name = configuration_filename(index)
+        write_configuration(directory / name, synthetic_configuration(index), n_particles=N_PARTICLES,
+                            density=DENSITY, times=TIMES, absent=ABSENT)
+        entries.append({"file": name})
+    write_manifest(directory, {
+        "source": "test", "n_particles": N_PARTICLES, "density": DENSITY, "temperature": 0.5,
+        "times": TIMES.tolist(), "configurations": entries, "absent_fields": list(ABSENT),
+        "propensity_definition": "synthetic",
+    })
+    return directory
+
+
+def write_config(
+    directory: Path,
+    dataset: Path,
+    model: str = "equivariant",
+    *,
+    data: dict[str, Any] | None = None,
+    model_options: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+) -> Path:
+    """``directory/<model>.toml``: the tiny ``model`` on ``dataset`` (given relative to the file), 1 epoch,
+    with the entries of ``data``, ``model_options`` and ``train`` added or replaced."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{model}.toml"
+    content = {
+        "data": {"dataset": os.path.relpath(dataset, directory), "split": [6, 2, 0], **(data or {})},
+        "model": {**MODELS[model], **(model_options or {})},
+        "train": {"epochs": 1, "lr": 0.01, "threads": 1, **(train or {})},
+    }
+    path.write_text(to_toml(content))
+    return path
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as stream:
+        return list(csv.DictReader(stream))
+
+
+# ------------------------------------------------------------------ training
+
+
+def test_loss_falls_by_a_large_factor(tmp_path, dataset):
+    config = write_config(tmp_path, dataset, "equivariant", train={"epochs": 15, "schedule": "none"})
+    result = train(config, tmp_path / "run", progress=False)
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < losses[0] / 4
+    assert result.best_score > 0.8  # validation Pearson on a learnable target
+    assert result.best_epoch == max(result.history, key=lambda row: row["val_pearson_mean"])["epoch"]
+
+
+@pytest.mark.parametrize("model", ["equivariant", "bapst"])
+def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model):
+    """Stop after epoch 2 of 4 (right after last.pt), resume: same weights and metrics as an uninterrupted run.
+
+    Batches of 2 with a cosine schedule; bapst also draws cube symmetries from the data generator.
+    """
+    config = write_config(tmp_path, dataset, model, train={"epochs": 4, "batch_size": 2})
+    reference = train(config, tmp_path / "reference", progress=False)
+
+    real_save = equiglass.train.save_checkpoint
+
+    def save_then_die(path, **kwargs):
+        written = real_save(path, **kwargs)
+        if Path(path).name == LAST_CHECKPOINT and kwargs["extra"]["epoch"] == 2:
+            raise KeyboardInterrupt
+        return written
+
+    monkeypatch.setattr(equiglass.train, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", progress=False)
+    assert read_checkpoint(tmp_path / "killed" / LAST_CHECKPOINT)["epoch"] == 2
+    monkeypatch.setattr(equiglass.train, "save_checkpoint", real_save)
+    resumed = train(config, tmp_path / "killed", progress=False)
+
+    assert resumed.resumed_from == 2 and resumed.epochs == 4
+    for name in ("last.pt", "best.pt"):
+        expected = read_checkpoint(tmp_path / "reference" / name)
+        actual = read_checkpoint(tmp_path / "killed" / name)
+        assert expected["epoch"] == actual["epoch"]
+        for key, value in expected["model_state"].items():
+            assert torch.equal(value, actual["model_state"][key]), key
+    drop_time = [{k: v for k, v in row.items() if k != "wall_s"} for row in read_metrics(tmp_path / "reference")]
+    assert drop_time == [{k: v for k, v in row.items() if k != "wall_s"} for row in read_metrics(tmp_path / "killed")]
+    assert len(drop_time) == 4
+
+
+def test_finished_run_is_not_retrained_and_no_resume_restarts(tmp_path, dataset):
+    config = write_config(tmp_path, dataset, "equivariant_l0", train={"epochs": 2})
+    first = train(config, tmp_path / "run", progress=False)
+    again = train(config, tmp_path / "run", progress=False)
+    assert again.resumed_from == 2 and again.history == first.history
+    longer = train(config, tmp_path / "run", epochs=3, progress=False)
+    assert longer.resumed_from == 2 and [row["epoch"] for row in longer.history] == [1, 2, 3]
+    fresh = train(config, tmp_path / "run", resume=False, progress=False)
+    assert fresh.resumed_from == 0 and len(fresh.history) == 2
+
+    other = write_config(tmp_path / "other", dataset, "equivariant_l0", train={"epochs": 2, "seed": 5})
+    with pytest.raises(DataError, match=r"last\.pt.*\[train\] seed"):
+        train(other, tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_kind_trains_one_epoch(tmp_path, dataset, model):
+    config = write_config(tmp_path, dataset, model)
+    result = train(config, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.toml", "config.json", "run.json", "metrics.csv", "last.pt", "best.pt"):
+        assert (run / name).is_file(), name
+
+    rows = read_metrics(run)
+    assert len(rows) == 1 and list(rows[0]) == [
+        "epoch", "train_loss", "val_loss", "val_pearson_mean", "val_pearson_t0", "val_pearson_t1", "val_pearson_t2",
+        "lr", "wall_s",
+    ]
+    assert np.isfinite(float(rows[0]["val_pearson_mean"]))
+    record = json.loads((run / "run.json").read_text())
+    assert record["dataset"] == str(dataset.resolve()) and record["seed"] == 0
+    assert sorted(record["split"]["train"] + record["split"]["validation"]) == list(range(8))
+    assert set(record["versions"]) == {"python", "torch", "e3nn", "torch_geometric", "equiglass"}
+    assert len(record["manifest_sha256"]) == 64
+    trained = load_checkpoint(run)
+    assert record["n_parameters"] == trained.num_parameters()
+    assert trained.model_section["kind"] == model.removesuffix("_l0")
+    # the resolved config in the run directory is itself a valid config of the same run
+    assert load_config(run / "config.toml") == load_config(config)
+    if model == "ridge":
+        best, last = read_checkpoint(run / "best.pt"), read_checkpoint(run / "last.pt")
+        assert all(torch.equal(value, last["model_state"][key]) for key, value in best["model_state"].items())
+        assert float(best["model_state"]["alpha"]) == last["alpha"] and str(last["alpha"]) in last["alpha_scores"]
+        assert result.epochs == 1 and rows[0]["lr"] == ""
+
+
+def test_checkpoint_contents_and_prediction(tmp_path, dataset):
+    config = write_config(tmp_path, dataset, data={"with_potential_energy": True},
+                          model_options={"use_potential_energy": True}, train={"epochs": 2})
+    train(config, tmp_path / "run", progress=False)
+
+    content = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert {"model_state", "model", "data", "normalisation", "times", "equiglass_version", "epoch", "metrics"} <= set(content)
+    assert content["data"]["particle_types"] == [0] and content["data"]["with_potential_energy"] is True
+    last = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert {"optimiser", "generator", "random_states", "history", "best_score"} <= set(last)
+
+    trained = load_checkpoint(tmp_path / "run")
+    assert not trained.model.training
+    np.testing.assert_allclose(trained.times, TIMES)
+    train_split = json.loads((tmp_path / "run" / "run.json").read_text())["split"]["train"]
+    graphs = trained.graphs(dataset, indices=train_split)
+    # normalisation and energy statistics are those of the training split
+    y = torch.cat([g.y[g.types == 0].double() for g in graphs])
+    np.testing.assert_allclose(trained.normalisation["mean"], y.mean(dim=0).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(trained.normalisation["std"], y.std(dim=0, correction=0).numpy(), rtol=1e-10)
+    energy = torch.cat([g.potential_energy.double() for g in graphs])
+    assert float(trained.model.embedding.energy_mean) == pytest.approx(float(energy.mean()), rel=1e-6)
+
+    data = graphs[0]
+    with torch.no_grad():
+        raw = trained.model(data).double()
+    expected = raw * torch.tensor(trained.normalisation["std"]) + torch.tensor(trained.normalisation["mean"])
+    prediction = trained.predict(data)
+    assert prediction.shape == (N_PARTICLES, len(TIMES))
+    torch.testing.assert_close(prediction, expected.float())
+    batch = Batch.from_data_list([graphs[0], graphs[1]])
+    torch.testing.assert_close(trained.predict(batch)[:N_PARTICLES], prediction, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_checkpoints_raise_data_errors(tmp_path):
+    with pytest.raises(DataError, match="missing.pt.*does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match="corrupt.pt"):
+        load_checkpoint(tmp_path / "corrupt.pt")
+    torch.save({"model_state": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(DataError, match="foreign.pt.*lacks"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(DataError, match="best.pt"):
+        load_checkpoint(run)
+
+
+# ------------------------------------------------------------------ configs and registry
+
+
+@pytest.mark.parametrize(
+    ("section", "entry", "message"),
+    [
+        ("train", {"lr": -1.0}, r"\[train\] lr must be positive"),
+        ("train", {"optimizer": "adam"}, r"\[train\] unknown key\(s\) \['optimizer'\]"),
+        ("train", {"epochs": "ten"}, r"\[train\] epochs: must be an integer"),
+        ("train", {"schedule": "step"}, r"\[train\] schedule: must be one of"),
+        ("train", {"augment": True}, r"\[train\] augment: .* bapst"),
+        ("data", {"positions": "quenched"}, r"\[data\] positions: must be one of"),
+        ("data", {"particle_types": [2]}, r"\[data\] particle_types"),
+        ("data", {"split": [0, 4, 4]}, r"\[data\] split needs training"),
+        ("data", {"split": [0.5, "a"]}, r"\[data\] split: must be a list of integers or a list of numbers"),
+        ("model", {"chanels": 8}, r"\[model\] unknown equivariant model option\(s\) \['chanels'\]"),
+        ("model", {"use_potential_energy": True}, r"use_potential_energy needs \[data\] with_potential_energy"),
+        ("model", {"cutoff": 2.5}, r"exceeds the graphs' \[data\] cutoff"),
+    ],
+)
+def test_config_errors_name_the_file_and_key(tmp_path, dataset, section, entry, message):
+    options = {"model_options" if section == "model" else section: entry}
+    config = write_config(tmp_path, dataset, **options)
+    with pytest.raises(DataError, match=message) as error:
+        load_config(config)
+    assert str(error.value).startswith(str(config))
+
+
+def test_config_defaults_and_relative_dataset(tmp_path, dataset):
+    path = tmp_path / "minimal.toml"
+    path.write_text(f'[data]\ndataset = "../{dataset.name}"\n[model]\nkind = "bapst"\n')
+    config = load_config(path)
+    assert config.data.dataset == dataset.resolve()
+    assert config.train.augment is True  # cube symmetries by default for the Bapst model
+    assert config.model == resolve_model_section({"kind": "bapst"})
+    for text, message in [("[data]\n[model]\nkind = 'bapst'\n", "lacks the key 'dataset'"),
+                          ("[data]\ndataset = 'x'\n", "lacks the key 'kind'"),
+                          ("[data]\ndataset = 'x'\n[model]\nkind = 'bapst'\n[optim]\n", "unknown section"),
+                          ("[data\n", "not valid TOML")]:
+        path.write_text(text)
+        with pytest.raises(DataError, match=message):
+            load_config(path)
+    with pytest.raises(DataError, match="does not exist"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_registry_builds_every_kind_and_rejects_unknown_keys():
+    assert type(build_model({"kind": "equivariant", "l_max": 0, "channels": 4, "n_layers": 1}, 3)).__name__ \
+        == "EquivariantPropensityModel"
+    assert build_model({"kind": "bapst", "mlp_hidden": [8, 8]}, 3).config.mlp_hidden == (8, 8)
+    assert build_model({"kind": "ridge"}, 3).n_timescales == 3
+    with pytest.raises(ValueError, match=r"unknown bapst model option\(s\) \['n_layers'\].*valid options"):
+        build_model({"kind": "bapst", "n_layers": 3}, 3)
+    with pytest.raises(ValueError, match="model kind must be one of"):
+        build_model({"kind": "mace"}, 3)
+    with pytest.raises(ValueError, match="n_timescales"):
+        build_model({"kind": "equivariant", "n_timescales": 3}, 3)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_cli_train(tmp_path, dataset, monkeypatch, capsys):
+    config = write_config(tmp_path, dataset, "bapst")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(config), "--epochs", "2"]) == 0
+    run = tmp_path / "runs" / "bapst"  # the default run directory: runs/<config stem>
+    assert [row["epoch"] for row in read_metrics(run)] == ["1", "2"]
+    assert "best.pt" in capsys.readouterr().out
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "other"), "--no-resume", "--epochs", "1"]) == 0
+    assert (tmp_path / "other" / "best.pt").is_file()
+
+    config = write_config(tmp_path, dataset, "bapst", train={"lr": 0.0})
+    assert main(["train", str(config)]) == 2
+    assert "lr must be positive" in capsys.readouterr().err
