@@ -158,6 +158,143 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ evaluate, predict
+
+
+def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="Pearson correlation of trained models per time and particle type",
+        description=(
+            "Per-configuration Pearson correlation between predicted and measured propensity, for type A and "
+            "type B particles at every time, mean ± std over configurations (Bapst et al. / PCL22 convention). "
+            "Prints the table and writes pearson.md, pearson.csv and pearson.png comparing every model given."
+        ),
+    )
+    parser.add_argument("models", type=Path, nargs="+", metavar="RUN_OR_CHECKPOINT",
+                        help="run directories (their best.pt) or checkpoint files")
+    parser.add_argument("dataset", type=Path, help="dataset directory")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: evaluation/ in the first model's run directory)")
+    parser.add_argument("--split", choices=("test", "all"), default="test",
+                        help="test: each run's test configurations where DATASET is the run's dataset, "
+                             "else all (default); all: every configuration")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from equiglass.evaluate import evaluate
+
+    first = args.models[0]
+    out = args.out or (first if first.is_dir() else first.parent) / "evaluation"
+    table = evaluate(args.models, args.dataset, out=out, split=args.split)
+    print(table.to_markdown())
+    print(f"written: {out}/pearson.md, pearson.csv, pearson.png")
+    return 0
+
+
+def _register_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="write a trained model's propensity predictions, one .npz per configuration",
+        description=(
+            "For every configuration of DATASET (a dataset directory or one configuration .npz), write "
+            "OUT/<its file name> holding prediction [T, N] (the layout of the dataset's propensity) and times [T]. "
+            "Rerunning skips the outputs already written."
+        ),
+    )
+    parser.add_argument("checkpoint", type=Path, help="checkpoint file, or run directory (its best.pt)")
+    parser.add_argument("dataset", type=Path, help="dataset directory or one configuration .npz")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (created if needed)")
+    parser.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from equiglass.predict import predict
+
+    report = predict(args.checkpoint, args.dataset, args.out, overwrite=args.overwrite)
+    print(f"{args.out}: {len(report.written)} predictions written, {len(report.skipped)} already present")
+    return 0
+
+
+# ------------------------------------------------------------------ check-equivariance
+
+EXIT_NOT_EQUIVARIANT = 1
+
+
+def _register_check_equivariance(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check-equivariance",
+        help="measure a model's rotation, translation, permutation and periodic-image symmetry",
+        description=(
+            "On a real configuration, measure the largest deviation of a model's outputs (and of every internal "
+            "feature of equivariant models) under random rotations of positions and lattice, translations, "
+            "permutations and periodic-image shifts (see equiglass.equivariance). Exits 1 when a deviation "
+            "exceeds the tolerance; the rotation of the Bapst GNN, not invariant by design, is reported only."
+        ),
+    )
+    parser.add_argument("source", metavar="CHECKPOINT_OR_CONFIG",
+                        help="checkpoint file or run directory; a .toml run config (untrained model); "
+                             "or a model kind (untrained, default hyper-parameters)")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="dataset of the configuration (default: the model's dataset, else data/demo)")
+    parser.add_argument("--configuration", type=int, default=0, help="index of the configuration (default: 0)")
+    parser.add_argument("--trials", type=int, default=3, help="random draws per transformation (default: 3)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="failure threshold (default: 1e-9 in float64, 1e-4 in float32)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="precision the model is rebuilt in (default: float64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws (default: 0)")
+    parser.set_defaults(run=_run_check_equivariance)
+
+
+def _run_check_equivariance(args: argparse.Namespace) -> int:
+    import torch
+
+    from equiglass.equivariance import check_source
+
+    report = check_source(args.source, args.dataset, configuration=args.configuration, trials=args.trials,
+                          tolerance=args.tolerance, dtype=getattr(torch, args.dtype), seed=args.seed)
+    print(report.to_text())
+    return 0 if report.passed else EXIT_NOT_EQUIVARIANT
+
+
+# ------------------------------------------------------------------ demo
+
+
+def _register_demo(subparsers: argparse._SubParsersAction) -> None:
+    from equiglass.demo import ALL_DEMO_MODELS, DEMO_CONFIGS, DEMO_MODELS
+
+    parser = subparsers.add_parser(
+        "demo",
+        help="train the equivariant model and the baselines on data/demo and compare them",
+        description=(
+            "Train (or resume) one run per model on the embedded demo dataset from experiments/configs/demo_*.toml, "
+            "evaluate every model on its test configurations, print the Pearson table and write it with its plot. "
+            "Rerunning resumes."
+        ),
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory of the runs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the configs' number of epochs")
+    parser.add_argument("--models", nargs="+", choices=ALL_DEMO_MODELS, default=list(DEMO_MODELS),
+                        help="models to train (default: %(default)s)")
+    parser.add_argument("--configs", type=Path, default=DEMO_CONFIGS,
+                        help="directory of the demo_<model>.toml configs (default: the repository's)")
+    parser.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from equiglass.demo import run_demo
+
+    result = run_demo(args.out, epochs=args.epochs, models=args.models, configs=args.configs)
+    print(result.table.to_markdown())
+    print(f"runs: {', '.join(str(path) for path in result.runs.values())}")
+    print(f"table and plot: {args.out}/pearson.md, pearson.csv, pearson.png")
+    print(f"wall time: {result.wall_time:.0f} s")
+    return 0
+
+
 # ------------------------------------------------------------------ entry point
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
@@ -165,6 +302,10 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _register_convert_bapst,
     _register_export_bapst,
     _register_train,
+    _register_evaluate,
+    _register_predict,
+    _register_check_equivariance,
+    _register_demo,
 )
 
 

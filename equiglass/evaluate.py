@@ -1,0 +1,274 @@
+"""Pearson correlation of predicted and measured propensities, per timescale and particle type.
+
+The metric follows Bapst et al. (2020) and PCL22: for every configuration, the Pearson
+correlation between the predicted and the measured propensity of the particles of one type
+at one time; then the mean and standard deviation of these per-configuration values over the
+configurations. (Pooling every particle of every configuration before correlating gives
+higher long-time values; this module never pools.)
+
+``equiglass evaluate RUN_OR_CHECKPOINT... DATASET`` compares any number of trained models
+on one dataset and writes ``pearson.md`` (rows model × type, columns times), ``pearson.csv``
+(one row per model, type and time) and ``pearson.png`` (Pearson vs time).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from equiglass.checkpoint import BEST_CHECKPOINT, TrainedModel, load_checkpoint
+from equiglass.data.format import atomic_write, load_dataset
+from equiglass.errors import DataError
+from equiglass.metrics import PER_CONFIGURATION, pearson_per_timescale, summarise
+from equiglass.train import RUN_RECORD
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+#: Particle species as stored in ``types``: 0 = A (large), 1 = B (small).
+TYPE_NAMES: tuple[str, ...] = ("A", "B")
+#: How the table's numbers are computed, written beside every output.
+CONVENTION = (
+    f"{PER_CONFIGURATION} Pearson correlation between predicted and measured propensity over the particles "
+    "of one type in one configuration; mean ± std over configurations (Bapst et al. 2020 / PCL22 convention, "
+    "not pooled)"
+)
+
+Split = Literal["test", "all"]
+
+
+@dataclass(frozen=True)
+class PearsonRow:
+    """One model's Pearson correlation for one particle type at every time.
+
+    Attributes:
+        model: the model's label (run directory name, or checkpoint path).
+        particle_type: ``"A"`` or ``"B"``.
+        mean: [T] mean over configurations of the per-configuration Pearson correlation.
+        std: [T] standard deviation over configurations (as :func:`equiglass.metrics.summarise`).
+        n_configurations: number of configurations averaged over.
+    """
+
+    model: str
+    particle_type: str
+    mean: np.ndarray
+    std: np.ndarray
+    n_configurations: int
+
+
+@dataclass(frozen=True)
+class PearsonTable:
+    """Pearson correlation of several models on one dataset (see the module docstring).
+
+    Attributes:
+        times: [T] the dataset's time points (LJ units), the table's columns.
+        rows: one row per model and particle type, in the order the models were given.
+        dataset: the evaluated dataset directory.
+        split: ``"test"`` (each run's test configurations, where the dataset is the run's
+            own) or ``"all"``.
+    """
+
+    times: np.ndarray
+    rows: tuple[PearsonRow, ...]
+    dataset: Path
+    split: Split
+
+    @property
+    def models(self) -> list[str]:
+        """Model labels, in order, each once."""
+        return list(dict.fromkeys(row.model for row in self.rows))
+
+    def row(self, model: str, particle_type: str) -> PearsonRow:
+        """The row of ``model`` and ``particle_type`` (``"A"`` or ``"B"``)."""
+        for row in self.rows:
+            if row.model == model and row.particle_type == particle_type:
+                return row
+        raise KeyError(f"no row for model {model!r} and type {particle_type!r}")
+
+    def caption(self) -> str:
+        """One sentence saying what the numbers are and which data they come from."""
+        return f"{CONVENTION}. Dataset {self.dataset}, split: {self.split}."
+
+    def to_markdown(self) -> str:
+        """Markdown: the caption, then a table with rows model × type and columns times."""
+        header = ["model", "type", "configurations", *(f"t = {t:.4g}" for t in self.times)]
+        lines = [self.caption(), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in self.rows:
+            cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(row.mean, row.std)]
+            lines.append("| " + " | ".join([row.model, row.particle_type, str(row.n_configurations), *cells]) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        """CSV with a header and one line per model, type and time: model, type, time, mean, std, configurations."""
+        stream = io.StringIO()
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(["model", "type", "time", "pearson_mean", "pearson_std", "n_configurations"])
+        for row in self.rows:
+            for time, mean, std in zip(self.times, row.mean, row.std):
+                writer.writerow([row.model, row.particle_type, repr(float(time)), repr(float(mean)),
+                                 repr(float(std)), row.n_configurations])
+        return stream.getvalue()
+
+    def figure(self) -> Figure:
+        """Pearson vs time (log time axis): one colour per model, A solid and B dashed, error
+        bars of one standard deviation over configurations. Close it with ``pyplot.close``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        figure, axes = plt.subplots(figsize=(7, 4.5))
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for k, model in enumerate(self.models):
+            for particle_type, style in zip(TYPE_NAMES, ("-", "--")):
+                row = self.row(model, particle_type)
+                axes.errorbar(self.times, row.mean, yerr=row.std, color=colours[k % len(colours)], linestyle=style,
+                              marker="o", markersize=3, capsize=2, label=f"{model} ({particle_type})")
+        axes.set_xscale("log")
+        axes.set_xlabel("t (LJ time units)")
+        axes.set_ylabel("Pearson correlation (per configuration)")
+        axes.set_title(f"{self.dataset.name}, split {self.split}: mean ± std over configurations", fontsize=10)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        return figure
+
+    def plot(self, path: str | Path) -> Path:
+        """Write :meth:`figure` as a PNG image, atomically."""
+        from matplotlib import pyplot as plt
+
+        figure = self.figure()
+        try:
+            return atomic_write(path, lambda stream: figure.savefig(stream, format="png", dpi=120))
+        finally:
+            plt.close(figure)
+
+    def write(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``pearson.md``, ``pearson.csv`` and ``pearson.png`` into ``directory``; returns their paths."""
+        directory = Path(directory)
+        markdown, table = self.to_markdown(), self.to_csv()
+        return {
+            "md": atomic_write(directory / "pearson.md", lambda stream: stream.write(markdown), binary=False),
+            "csv": atomic_write(directory / "pearson.csv", lambda stream: stream.write(table), binary=False),
+            "png": self.plot(directory / "pearson.png"),
+        }
+
+
+def run_directory(source: str | Path) -> Path | None:
+    """The run directory of a run directory or of a checkpoint inside one (the folder holding
+    ``run.json``), or None for a checkpoint outside any run."""
+    source = Path(source)
+    directory = source if source.is_dir() else source.parent
+    return directory if (directory / RUN_RECORD).is_file() else None
+
+
+def model_label(source: str | Path) -> str:
+    """A short name for a model: its run directory's name, else the checkpoint's path."""
+    run = run_directory(source)
+    source = Path(source)
+    if run is None:
+        return str(source)
+    return run.name if source.is_dir() or source.name == BEST_CHECKPOINT else f"{run.name}/{source.name}"
+
+
+def held_out_indices(source: str | Path, dataset: str | Path) -> np.ndarray | None:
+    """The test configurations of the run that ``source`` belongs to, if ``dataset`` is that run's dataset.
+
+    Returns None (meaning every configuration) when ``source`` is not part of a run or the
+    run was trained on another dataset.
+    """
+    run = run_directory(source)
+    if run is None:
+        return None
+    path = run / RUN_RECORD
+    try:
+        record = json.loads(path.read_text())
+        trained_on = Path(record["dataset"])
+        indices = np.asarray(record["split"]["test"], dtype=np.int64)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise DataError(path, f"cannot read the dataset and test split of the run: {error}") from error
+    if trained_on.resolve() != Path(dataset).resolve():
+        return None
+    return indices
+
+
+@torch.no_grad()
+def pearson_per_configuration(trained: TrainedModel, graphs: Sequence) -> dict[str, torch.Tensor]:
+    """Per-configuration Pearson correlation of ``trained``'s predictions on ``graphs``.
+
+    Args:
+        trained: a loaded model.
+        graphs: graphs of one dataset, as :meth:`TrainedModel.graphs` builds them.
+
+    Returns:
+        For each type name in :data:`TYPE_NAMES`, a ``[C, T]`` tensor: row c is the Pearson
+        correlation over the particles of that type of configuration c (masked by
+        ``target_mask``), at every time.
+    """
+    per_type: dict[str, list[torch.Tensor]] = {name: [] for name in TYPE_NAMES}
+    for data in graphs:
+        prediction = trained.predict(data)
+        present = data.target_mask.all(dim=1)
+        for code, name in enumerate(TYPE_NAMES):
+            per_type[name].append(pearson_per_timescale(prediction, data.y, present & (data.types == code)))
+    return {name: torch.stack(values) for name, values in per_type.items()}
+
+
+def evaluate(
+    models: Sequence[str | Path], dataset: str | Path, out: str | Path | None = None, split: Split = "test"
+) -> PearsonTable:
+    """Pearson correlation of every model on ``dataset``, per time and type (see the module docstring).
+
+    Args:
+        models: run directories (their ``best.pt`` is used) or checkpoint files.
+        dataset: dataset directory; its times must be the models' times.
+        out: if given, directory for ``pearson.md``, ``pearson.csv`` and ``pearson.png``.
+        split: ``"test"``: each run's test configurations when ``dataset`` is the dataset the
+            run was trained on, every configuration otherwise; ``"all"``: every configuration.
+
+    Returns:
+        The table, one row per model and type (A, B).
+
+    Raises:
+        ValueError: no models, an unknown split, or a model trained on other times than the dataset's.
+    """
+    if not models:
+        raise ValueError("evaluate needs at least one model")
+    if split not in ("test", "all"):
+        raise ValueError(f"split must be 'test' or 'all', got {split!r}")
+    times = load_dataset(dataset).times
+    rows: list[PearsonRow] = []
+    labels: list[str] = []
+    for source in models:
+        label = model_label(source)
+        labels.append(label if label not in labels else f"{label} ({len(labels) + 1})")
+        trained = load_checkpoint(source)
+        model_times = np.asarray(trained.times, dtype=np.float64)
+        if model_times.shape != times.shape or not np.allclose(model_times, times, rtol=1e-6):
+            raise ValueError(
+                f"{source} predicts at times {model_times.tolist()}, dataset {dataset} stores {times.tolist()}"
+            )
+        indices = held_out_indices(source, dataset) if split == "test" else None
+        if indices is not None and indices.size == 0:
+            raise ValueError(f"{source}: the run has no test configurations; evaluate with split 'all'")
+        graphs = trained.graphs(dataset, indices=indices)
+        log.info("%s: evaluating on %d configurations of %s", labels[-1], len(graphs), dataset)
+        for name, per_config in pearson_per_configuration(trained, graphs).items():
+            mean, std = summarise(per_config)
+            rows.append(PearsonRow(labels[-1], name, mean.numpy(), std.numpy(), per_config.shape[0]))
+    table = PearsonTable(times, tuple(rows), Path(dataset), split)
+    if out is not None:
+        table.write(out)
+    return table
+

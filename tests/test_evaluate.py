@@ -1,0 +1,160 @@
+"""Tests of equiglass.evaluate (Pearson tables, files, plot) and equiglass.predict (per-configuration outputs).
+
+Two tiny models (equivariant and Bapst, one epoch each) are trained once on the synthetic
+dataset of ``test_train`` (eight configurations of 300 particles, three times) with a
+4 / 2 / 2 train / validation / test split.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib import pyplot as plt
+from test_train import N_PARTICLES, TIMES, dataset, write_config  # noqa: F401  (dataset is a fixture)
+
+from equiglass.checkpoint import load_checkpoint
+from equiglass.cli import main
+from equiglass.data.format import load_dataset
+from equiglass.evaluate import TYPE_NAMES, evaluate
+from equiglass.metrics import pearson_per_timescale
+from equiglass.predict import predict
+from equiglass.train import train
+
+SPLIT = [4, 2, 2]
+MODELS = ("equivariant", "bapst")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
+    """Model name -> run directory, one epoch each."""
+    directory = tmp_path_factory.mktemp("runs")
+    out = {}
+    for model in MODELS:
+        config = write_config(directory / "configs", dataset, model, data={"split": SPLIT})
+        out[model] = train(config, directory / model, progress=False).run_dir
+    return out
+
+
+def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: int) -> torch.Tensor:
+    """[C, T] per-configuration Pearson of the run's best.pt, computed without equiglass.evaluate."""
+    trained = load_checkpoint(run)
+    rows = []
+    for data in trained.graphs(dataset, indices=indices):
+        rows.append(pearson_per_timescale(trained.predict(data), data.y, data.types == particle_type))
+    return torch.stack(rows)
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+def test_table_values_files_and_plot(tmp_path, runs, dataset):  # noqa: F811
+    out = tmp_path / "evaluation"
+    table = evaluate([runs["equivariant"], runs["bapst"]], dataset, out=out)
+
+    assert [(row.model, row.particle_type) for row in table.rows] == [
+        ("equivariant", "A"), ("equivariant", "B"), ("bapst", "A"), ("bapst", "B")
+    ]
+    np.testing.assert_allclose(table.times, TIMES)
+    for model, run in runs.items():
+        test = json.loads((run / "run.json").read_text())["split"]["test"]
+        for code, name in enumerate(TYPE_NAMES):
+            expected = direct_pearson(run, dataset, test, code)
+            row = table.row(model, name)
+            assert row.n_configurations == len(test) == SPLIT[2]
+            np.testing.assert_allclose(row.mean, expected.mean(dim=0).numpy(), rtol=1e-12)
+            np.testing.assert_allclose(row.std, expected.std(dim=0, correction=0).numpy(), rtol=1e-12, atol=1e-15)
+            assert np.all(np.isfinite(row.mean)) and np.all(row.std > 0)
+
+    lines = (out / "pearson.md").read_text().splitlines()
+    assert "per-configuration" in lines[0] and "mean ± std over configurations" in lines[0]
+    assert lines[2] == "| model | type | configurations | t = 0.1 | t = 1 | t = 10 |"
+    first = table.row("equivariant", "A")
+    assert lines[4] == "| equivariant | A | 2 | " + " | ".join(
+        f"{m:.3f} ± {s:.3f}" for m, s in zip(first.mean, first.std)) + " |"
+    assert len(lines) == 4 + len(table.rows)
+
+    records = list(csv.DictReader(io.StringIO((out / "pearson.csv").read_text())))
+    assert len(records) == len(table.rows) * len(TIMES)
+    for record in records:
+        row = table.row(record["model"], record["type"])
+        k = int(np.argmin(np.abs(TIMES - float(record["time"]))))
+        assert float(record["pearson_mean"]) == row.mean[k] and float(record["pearson_std"]) == row.std[k]
+        assert int(record["n_configurations"]) == 2
+
+    assert (out / "pearson.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = table.figure()
+    axes = figure.axes[0]
+    assert len(axes.containers) == 4  # one error-bar line per model and type
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == [
+        "equivariant (A)", "equivariant (B)", "bapst (A)", "bapst (B)"
+    ]
+    styles = [container.lines[0].get_linestyle() for container in axes.containers]
+    assert styles == ["-", "--", "-", "--"] and axes.get_xscale() == "log"
+    plt.close(figure)
+
+
+def test_split_all_and_another_dataset_use_every_configuration(tmp_path, runs, dataset):  # noqa: F811
+    table = evaluate([runs["equivariant"]], dataset, split="all")
+    assert {row.n_configurations for row in table.rows} == {8}
+    expected = direct_pearson(runs["equivariant"], dataset, list(range(8)), 0)
+    np.testing.assert_allclose(table.row("equivariant", "A").mean, expected.mean(dim=0).numpy(), rtol=1e-12)
+    # the run's test split applies only to the dataset it was trained on
+    copy = shutil.copytree(dataset, tmp_path / "copy")
+    assert {row.n_configurations for row in evaluate([runs["equivariant"] / "best.pt"], copy).rows} == {8}
+
+
+def test_cli_evaluate_prints_the_table(tmp_path, runs, dataset, capsys):  # noqa: F811
+    out = tmp_path / "cli"
+    assert main(["evaluate", str(runs["equivariant"]), str(runs["bapst"] / "best.pt"), str(dataset),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| equivariant | A | 2 |" in printed and "| bapst | B | 2 |" in printed
+    assert {path.name for path in out.iterdir()} == {"pearson.md", "pearson.csv", "pearson.png"}
+    assert main(["evaluate", str(runs["equivariant"]), str(tmp_path / "missing")]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ predict
+
+
+def test_predict_a_dataset_then_resume(tmp_path, runs, dataset):  # noqa: F811
+    out = tmp_path / "predictions"
+    report = predict(runs["equivariant"], dataset, out)
+    names = [path.name for path in load_dataset(dataset).files]
+    assert [path.name for path in report.written] == names and report.skipped == []
+
+    trained = load_checkpoint(runs["equivariant"])
+    for item, data in enumerate(trained.graphs(dataset)):
+        with np.load(out / names[item], allow_pickle=False) as archive:
+            assert sorted(archive.files) == ["prediction", "times"]
+            prediction, times = archive["prediction"], archive["times"]
+        assert prediction.shape == (len(TIMES), N_PARTICLES) and prediction.dtype == np.float32
+        np.testing.assert_array_equal(prediction, trained.predict(data).numpy().T)
+        np.testing.assert_array_equal(times, TIMES)
+
+    stamps = {path: path.stat().st_mtime_ns for path in out.iterdir()}
+    again = predict(runs["equivariant"], dataset, out)
+    assert again.written == [] and len(again.skipped) == len(names)
+    assert {path: path.stat().st_mtime_ns for path in out.iterdir()} == stamps
+    (out / names[3]).unlink()
+    assert [path.name for path in predict(runs["equivariant"], dataset, out).written] == [names[3]]
+    assert len(predict(runs["equivariant"], dataset, out, overwrite=True).written) == len(names)
+    assert not [path for path in out.iterdir() if path.name.startswith(".")]  # no temporary files left
+
+
+def test_predict_one_configuration_file_and_cli(tmp_path, runs, dataset, capsys):  # noqa: F811
+    source = dataset / "configuration_00005.npz"
+    assert main(["predict", str(runs["bapst"]), str(source), "--out", str(tmp_path)]) == 0
+    assert "1 predictions written, 0 already present" in capsys.readouterr().out
+    trained = load_checkpoint(runs["bapst"])
+    with np.load(tmp_path / source.name) as archive:
+        np.testing.assert_array_equal(archive["prediction"], trained.predict(trained.graphs(dataset)[5]).numpy().T)
+    assert main(["predict", str(runs["bapst"]), str(source), "--out", str(tmp_path)]) == 0
+    assert "0 predictions written, 1 already present" in capsys.readouterr().out
