@@ -18,7 +18,9 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     optimiser = "adam"                 # or "adamw"
     lr = 1e-3
     weight_decay = 0.0
-    schedule = "cosine"                # cosine decay per optimiser step to 0, or "none"
+    schedule = "cosine"                # cosine decay per optimiser step to 0, "none", or "plateau"
+    plateau_factor = 0.5               # plateau: multiply lr by this when validation stops improving ...
+    plateau_patience = 5               # ... for more than this many validations (ReduceLROnPlateau)
     epochs = 100
     batch_size = 1                     # configurations per optimiser step
     grad_clip = 1.0                    # global gradient-norm clip; 0 = none
@@ -50,7 +52,7 @@ from typing import Any, Literal
 
 from equiglass.errors import DataError
 from equiglass.graphs import DEFAULT_CUTOFF, POSITION_FIELDS
-from equiglass.nn.registry import resolve_model_section
+from equiglass.nn.registry import model_kind, resolve_model_section
 from equiglass.nn.ridge import DEFAULT_ALPHAS
 
 #: The sections of a run config.
@@ -100,13 +102,17 @@ class TrainConfig:
 
     ``augment`` left unset means: cube symmetries for the Bapst model, nothing otherwise;
     :func:`load_config` resolves it. ``alphas`` is used by the ridge model only, which
-    ignores the optimiser settings.
+    ignores the optimiser settings. ``schedule = "plateau"`` multiplies the learning rate by
+    ``plateau_factor`` once the validation score (mean Pearson) has not improved for more
+    than ``plateau_patience`` validations (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`).
     """
 
     optimiser: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: Literal["cosine", "none"] = "cosine"
+    schedule: Literal["cosine", "none", "plateau"] = "cosine"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
     epochs: int = 100
     batch_size: int = 1
     grad_clip: float = 1.0
@@ -126,10 +132,19 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be between 0 and 1, got {self.plateau_factor}")
+        if self.plateau_patience < 0:
+            raise ValueError(f"plateau_patience must be >= 0, got {self.plateau_patience}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if not self.alphas or any(not (math.isfinite(alpha) and alpha >= 0) for alpha in self.alphas):
             raise ValueError(f"alphas must list ridge strengths >= 0, got {list(self.alphas)}")
+
+
+#: Aliases: the ``[data]`` and ``[train]`` sections by their section names.
+DataSection = DataConfig
+TrainSection = TrainConfig
 
 
 @dataclass(frozen=True)
@@ -210,10 +225,7 @@ def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
 
     data = _section(DataConfig, tables["data"], path, "data")
     data = dataclasses.replace(data, dataset=(path.parent / data.dataset).resolve())
-    try:
-        model = resolve_model_section(tables["model"])
-    except ValueError as error:
-        raise DataError(path, f"[model] {error}") from error
+    model = _model_section(tables["model"], path)
     train = _section(TrainConfig, tables["train"], path, "train")
     augment = model["kind"] == "bapst" if train.augment is None else train.augment
     train = dataclasses.replace(train, augment=augment)
@@ -270,6 +282,29 @@ def _section(cls: type, table: Mapping[str, Any], path: Path, name: str) -> Any:
     unknown = sorted(set(table) - fields)
     if unknown:
         raise DataError(path, f"[{name}] unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    values = _typed(cls, table, path, name)
+    try:
+        return cls(**values)
+    except ValueError as error:
+        raise DataError(path, f"[{name}] {error}") from None
+
+
+def _model_section(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The resolved ``[model]`` section: keys checked by the registry, value types against the
+    kind's config dataclass, values by the dataclass itself."""
+    try:
+        entry, options = model_kind(table)
+    except ValueError as error:
+        raise DataError(path, f"[model] {error}") from None
+    options = _typed(entry.config_class, options, path, "model")
+    try:
+        return resolve_model_section({"kind": table["kind"], **options})
+    except ValueError as error:
+        raise DataError(path, f"[model] {error}") from None
+
+
+def _typed(cls: type, table: Mapping[str, Any], path: Path, name: str) -> dict[str, Any]:
+    """The entries of ``table`` (keys: fields of dataclass ``cls``) checked against the fields' annotations."""
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in table.items():
@@ -277,10 +312,7 @@ def _section(cls: type, table: Mapping[str, Any], path: Path, name: str) -> Any:
             values[key] = _coerce(value, hints[key])
         except TypeError as error:
             raise DataError(path, f"[{name}] {key}: {error}") from None
-    try:
-        return cls(**values)
-    except ValueError as error:
-        raise DataError(path, f"[{name}] {error}") from None
+    return values
 
 
 def _coerce(value: Any, hint: Any) -> Any:
@@ -299,9 +331,12 @@ def _coerce(value: Any, hint: Any) -> Any:
                 continue
         raise TypeError(f"must be {' or '.join(_describe(arg) for arg in args if arg is not type(None))}, got {value!r}")
     if origin is tuple:
-        if not isinstance(value, list):
-            raise TypeError(f"must be {_describe(hint)}, got {value!r}")
-        return tuple(_coerce(item, args[0]) for item in value)
+        try:
+            if not isinstance(value, list):
+                raise TypeError
+            return tuple(_coerce(item, args[0]) for item in value)
+        except TypeError:
+            raise TypeError(f"must be {_describe(hint)}, got {value!r}") from None
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is Path and isinstance(value, str):

@@ -3,8 +3,10 @@
 The metric follows Bapst et al. (2020) and PCL22: for every configuration, the Pearson
 correlation between the predicted and the measured propensity of the particles of one type
 at one time; then the mean and standard deviation of these per-configuration values over the
-configurations. (Pooling every particle of every configuration before correlating gives
-higher long-time values; this module never pools.)
+configurations. The pooled value (every particle of the type in every configuration
+correlated at once, higher at long times) is computed too, but only reported in the CSV's
+``pearson_pooled`` column, so that a number is never ambiguous: the table and the plot are
+per-configuration.
 
 ``equiglass evaluate RUN_OR_CHECKPOINT... DATASET`` compares any number of trained models
 on one dataset and writes ``pearson.md`` (rows model × type, columns times), ``pearson.csv``
@@ -20,15 +22,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch_geometric.data import Data
 
 from equiglass.checkpoint import BEST_CHECKPOINT, TrainedModel, load_checkpoint
 from equiglass.data.format import atomic_write, load_dataset
 from equiglass.errors import DataError
-from equiglass.metrics import PER_CONFIGURATION, pearson_per_timescale, summarise
+from equiglass.metrics import PER_CONFIGURATION, pearson_per_timescale, pooled_pearson_per_timescale, summarise
 from equiglass.train import RUN_RECORD
 
 if TYPE_CHECKING:
@@ -44,8 +47,8 @@ CONVENTION = (
     "of one type in one configuration; mean ± std over configurations (Bapst et al. 2020 / PCL22 convention, "
     "not pooled)"
 )
-
-Split = Literal["test", "all"]
+#: The configurations :func:`evaluate` can select by name.
+SPLITS = ("test", "all")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class PearsonRow:
         mean: [T] mean over configurations of the per-configuration Pearson correlation.
         std: [T] standard deviation over configurations (as :func:`equiglass.metrics.summarise`).
         n_configurations: number of configurations averaged over.
+        pooled: [T] Pearson correlation over the particles of the type in all those
+            configurations at once (pooled convention, :mod:`equiglass.metrics`).
     """
 
     model: str
@@ -65,6 +70,7 @@ class PearsonRow:
     mean: np.ndarray
     std: np.ndarray
     n_configurations: int
+    pooled: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -75,14 +81,14 @@ class PearsonTable:
         times: [T] the dataset's time points (LJ units), the table's columns.
         rows: one row per model and particle type, in the order the models were given.
         dataset: the evaluated dataset directory.
-        split: ``"test"`` (each run's test configurations, where the dataset is the run's
-            own) or ``"all"``.
+        split: which configurations: ``"test"`` (each run's test configurations, where the
+            dataset is the run's own), ``"all"``, or ``"configurations [i, j, ...]"``.
     """
 
     times: np.ndarray
     rows: tuple[PearsonRow, ...]
     dataset: Path
-    split: Split
+    split: str
 
     @property
     def models(self) -> list[str]:
@@ -98,7 +104,8 @@ class PearsonTable:
 
     def caption(self) -> str:
         """One sentence saying what the numbers are and which data they come from."""
-        return f"{CONVENTION}. Dataset {self.dataset}, split: {self.split}."
+        return (f"{CONVENTION}. Dataset {self.dataset}, split: {self.split}. "
+                "Pooled values (all configurations correlated at once): pearson_pooled in pearson.csv.")
 
     def to_markdown(self) -> str:
         """Markdown: the caption, then a table with rows model × type and columns times."""
@@ -110,14 +117,15 @@ class PearsonTable:
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
-        """CSV with a header and one line per model, type and time: model, type, time, mean, std, configurations."""
+        """CSV with a header and one line per model, type and time: model, type, time, per-configuration
+        mean and std (``pearson_mean``, ``pearson_std``), configurations, pooled (``pearson_pooled``)."""
         stream = io.StringIO()
         writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(["model", "type", "time", "pearson_mean", "pearson_std", "n_configurations"])
+        writer.writerow(["model", "type", "time", "pearson_mean", "pearson_std", "n_configurations", "pearson_pooled"])
         for row in self.rows:
-            for time, mean, std in zip(self.times, row.mean, row.std):
+            for time, mean, std, pooled in zip(self.times, row.mean, row.std, row.pooled):
                 writer.writerow([row.model, row.particle_type, repr(float(time)), repr(float(mean)),
-                                 repr(float(std)), row.n_configurations])
+                                 repr(float(std)), row.n_configurations, repr(float(pooled))])
         return stream.getvalue()
 
     def figure(self) -> Figure:
@@ -204,49 +212,70 @@ def held_out_indices(source: str | Path, dataset: str | Path) -> np.ndarray | No
 
 
 @torch.no_grad()
-def pearson_per_configuration(trained: TrainedModel, graphs: Sequence) -> dict[str, torch.Tensor]:
-    """Per-configuration Pearson correlation of ``trained``'s predictions on ``graphs``.
+def pearson_rows(label: str, trained: TrainedModel, graphs: Sequence[Data]) -> list[PearsonRow]:
+    """One :class:`PearsonRow` per type in :data:`TYPE_NAMES` for ``trained``'s predictions on ``graphs``.
 
     Args:
+        label: the rows' model name.
         trained: a loaded model.
-        graphs: graphs of one dataset, as :meth:`TrainedModel.graphs` builds them.
-
-    Returns:
-        For each type name in :data:`TYPE_NAMES`, a ``[C, T]`` tensor: row c is the Pearson
-        correlation over the particles of that type of configuration c (masked by
-        ``target_mask``), at every time.
+        graphs: graphs of one dataset, as :meth:`TrainedModel.graphs` builds them; a particle
+            enters only if every one of its targets exists (``target_mask``).
     """
-    per_type: dict[str, list[torch.Tensor]] = {name: [] for name in TYPE_NAMES}
+    predictions, targets, present = [], [], []
     for data in graphs:
-        prediction = trained.predict(data)
-        present = data.target_mask.all(dim=1)
-        for code, name in enumerate(TYPE_NAMES):
-            per_type[name].append(pearson_per_timescale(prediction, data.y, present & (data.types == code)))
-    return {name: torch.stack(values) for name, values in per_type.items()}
+        predictions.append(trained.predict(data))
+        targets.append(data.y)
+        present.append(data.target_mask.all(dim=1))
+    rows = []
+    for code, name in enumerate(TYPE_NAMES):
+        masks = [mask & (data.types == code) for mask, data in zip(present, graphs)]
+        per_configuration = torch.stack([
+            pearson_per_timescale(prediction, target, mask)
+            for prediction, target, mask in zip(predictions, targets, masks)
+        ])
+        mean, std = summarise(per_configuration)
+        pooled = pooled_pearson_per_timescale(predictions, targets, masks)
+        rows.append(PearsonRow(label, name, mean.numpy(), std.numpy(), len(graphs), pooled.numpy()))
+    return rows
 
 
 def evaluate(
-    models: Sequence[str | Path], dataset: str | Path, out: str | Path | None = None, split: Split = "test"
+    models: str | Path | Sequence[str | Path],
+    dataset: str | Path,
+    indices: Sequence[int] | np.ndarray | None = None,
+    *,
+    out: str | Path | None = None,
+    split: str = "test",
 ) -> PearsonTable:
     """Pearson correlation of every model on ``dataset``, per time and type (see the module docstring).
 
     Args:
-        models: run directories (their ``best.pt`` is used) or checkpoint files.
+        models: a run directory (its ``best.pt`` is used) or checkpoint file, or a sequence of them.
         dataset: dataset directory; its times must be the models' times.
+        indices: configurations of ``dataset`` to evaluate every model on; when given, ``split``
+            is not used.
         out: if given, directory for ``pearson.md``, ``pearson.csv`` and ``pearson.png``.
         split: ``"test"``: each run's test configurations when ``dataset`` is the dataset the
             run was trained on, every configuration otherwise; ``"all"``: every configuration.
 
     Returns:
-        The table, one row per model and type (A, B).
+        The table, one row per model and type (A, B), in the order of ``models``.
 
     Raises:
-        ValueError: no models, an unknown split, or a model trained on other times than the dataset's.
+        ValueError: no models, an unknown split, no configuration to evaluate, or a model
+            trained on other times than the dataset's.
+        DataError: an unreadable dataset, checkpoint or ``run.json``.
+        IndexError: an index out of range.
     """
+    models = [models] if isinstance(models, (str, Path)) else list(models)
     if not models:
         raise ValueError("evaluate needs at least one model")
-    if split not in ("test", "all"):
-        raise ValueError(f"split must be 'test' or 'all', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if indices is not None:
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size == 0:
+            raise ValueError("indices select no configuration")
     times = load_dataset(dataset).times
     rows: list[PearsonRow] = []
     labels: list[str] = []
@@ -259,16 +288,16 @@ def evaluate(
             raise ValueError(
                 f"{source} predicts at times {model_times.tolist()}, dataset {dataset} stores {times.tolist()}"
             )
-        indices = held_out_indices(source, dataset) if split == "test" else None
-        if indices is not None and indices.size == 0:
-            raise ValueError(f"{source}: the run has no test configurations; evaluate with split 'all'")
-        graphs = trained.graphs(dataset, indices=indices)
+        chosen = indices
+        if chosen is None and split == "test":
+            chosen = held_out_indices(source, dataset)
+            if chosen is not None and chosen.size == 0:
+                raise ValueError(f"{source}: the run has no test configurations; evaluate with split 'all'")
+        graphs = trained.graphs(dataset, indices=chosen)
         log.info("%s: evaluating on %d configurations of %s", labels[-1], len(graphs), dataset)
-        for name, per_config in pearson_per_configuration(trained, graphs).items():
-            mean, std = summarise(per_config)
-            rows.append(PearsonRow(labels[-1], name, mean.numpy(), std.numpy(), per_config.shape[0]))
-    table = PearsonTable(times, tuple(rows), Path(dataset), split)
+        rows += pearson_rows(labels[-1], trained, graphs)
+    selection = split if indices is None else f"configurations {indices.tolist()}"
+    table = PearsonTable(times, tuple(rows), Path(dataset), selection)
     if out is not None:
         table.write(out)
     return table
-

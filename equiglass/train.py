@@ -6,13 +6,15 @@ leaves in the run directory
 * ``config.toml`` / ``config.json``: the resolved config (absolute dataset path, every
   default and hyper-parameter spelled out); ``config.toml`` is itself a valid run config;
 * ``run.json``: seed, versions (python, torch, e3nn, torch-geometric, equiglass), dataset
-  path and sha256 of its manifest, the split (configuration indices), the parameter count,
-  the metric's definition, and once finished the best epoch and score;
+  directory, path and sha256 of its manifest, the split (configuration indices), the
+  parameter count, the metric's definition, and once finished the best epoch and score;
 * ``metrics.csv``: one row per epoch: ``epoch, train_loss, val_loss, val_pearson_mean,
   val_pearson_t0 .. val_pearson_t{T-1}, lr, wall_s`` (validation columns empty in epochs
   without validation; ``lr`` of the epoch's last step; ``wall_s`` cumulative training time);
 * ``last.pt`` (every epoch; resumes training) and ``best.pt`` (best validation score), see
-  :mod:`equiglass.checkpoint`.
+  :mod:`equiglass.checkpoint`;
+* ``tensorboard/``: the same per-epoch numbers as TensorBoard events, only when the
+  ``tensorboard`` package is installed (it is optional; a log line says when it is absent).
 
 **Objective.** Targets are normalised per timescale with the mean and standard deviation
 of the training split (loss particles only), stored in the checkpoints; the loss is the
@@ -25,20 +27,23 @@ loss particles at each timescale (per-configuration convention, :mod:`equiglass.
 averaged over configurations, then over timescales (``val_pearson_mean``). ``best.pt`` is
 the epoch of the highest score.
 
-**Neural networks** (``equivariant``, ``bapst``): Adam/AdamW, optional cosine decay of the
-learning rate per optimiser step (a pure function of the step, so there is no scheduler
-state), gradient-norm clipping, ``batch_size`` configurations per step in a seeded random
-order, random cube symmetries for ``bapst`` (``augment``) drawn from the same seeded generator.
+**Neural networks** (``equivariant``, ``bapst``): Adam/AdamW; a learning-rate schedule:
+``cosine`` decay per optimiser step (a pure function of the step), ``none``, or ``plateau``
+(reduced when the validation score stalls: :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`
+stepped after each validation); gradient-norm clipping; ``batch_size`` configurations per
+step in a seeded random order; random cube symmetries for ``bapst`` (``augment``) drawn
+from the same seeded generator.
 
 **Ridge**: closed-form fits for every ``alphas`` value on the training split, α chosen by the
 validation score; one "epoch"; ``best.pt`` and ``last.pt`` hold the same model.
 
 **Resume.** With ``resume=True`` (default) a run directory holding ``last.pt`` continues
-from it: model, optimiser, data-order generator, torch/numpy/python random states, epoch,
-best score and history are restored, so on the CPU a run killed at any point and resumed
-ends bit-identical to an uninterrupted one (same machine, same threads). Only
-``train.epochs`` may differ from the stored config (the cosine schedule then follows the
-new total from the next step); any other difference is an error.
+from it: model, optimiser, plateau scheduler, data-order generator, torch/numpy/python
+random states, epoch, best score and history are restored, so on the CPU a run killed at
+any point and resumed ends bit-identical to an uninterrupted one (same machine, same
+threads). Only ``train.epochs`` may differ from the stored config (the cosine schedule then
+follows the new total from the next step); any other difference is an error. Keys added to
+the config schema after a run was made take their defaults when it resumes.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ from tqdm.auto import tqdm
 
 from equiglass import __version__
 from equiglass.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint, save_checkpoint
-from equiglass.config import RunConfig, load_config, to_toml
+from equiglass.config import RunConfig, config_from_dict, load_config, to_toml
 from equiglass.data.format import MANIFEST_NAME, atomic_write, load_dataset
 from equiglass.errors import DataError
 from equiglass.graphs import PropensityDataset, split_indices
@@ -81,6 +86,8 @@ log = logging.getLogger(__name__)
 
 #: Files of a run directory.
 CONFIG_TOML, CONFIG_JSON, RUN_RECORD, METRICS_CSV = "config.toml", "config.json", "run.json", "metrics.csv"
+#: Folder of the TensorBoard event files in a run directory (written only when tensorboard is installed).
+TENSORBOARD_DIR = "tensorboard"
 #: Names of the three parts of the split, in order.
 SPLIT_NAMES = ("train", "validation", "test")
 #: What ``val_pearson_*`` means, recorded in ``run.json``.
@@ -187,8 +194,8 @@ def train(
     config: str | Path | RunConfig,
     run_dir: str | Path | None = None,
     resume: bool = True,
-    *,
     epochs: int | None = None,
+    *,
     progress: bool = True,
 ) -> RunResult:
     """Train the model of ``config`` into ``run_dir`` (see the module docstring).
@@ -225,8 +232,9 @@ def train(
     if state is None:
         for name in (LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_CSV):
             (run_dir / name).unlink(missing_ok=True)
+    start = 0 if state is None else int(state["epoch"])
 
-    with _threads(config.train.threads):
+    with _threads(config.train.threads), _tensorboard(run_dir / TENSORBOARD_DIR, start) as tensorboard:
         device = _device(config.train.device)
         dataset = load_dataset(config.data.dataset)
         split = _split(config, dataset)
@@ -240,7 +248,7 @@ def train(
         record = _run_record(config, dataset.directory, split, model, device)
         _write_json(run_dir / RUN_RECORD, record)
 
-        run = _Run(config, run_dir, model, objective, dataset.times.tolist())
+        run = _Run(config, run_dir, model, objective, dataset.times.tolist(), tensorboard)
         if isinstance(model, DescriptorRidge):
             run.fit_ridge(split, state)
         else:
@@ -252,7 +260,7 @@ def train(
         run_dir / BEST_CHECKPOINT,
         run_dir / LAST_CHECKPOINT,
         run.history[-1]["epoch"] if run.history else 0,
-        0 if state is None else int(state["epoch"]),
+        start,
         run.best_epoch,
         run.best_score,
         run.history,
@@ -265,8 +273,17 @@ def train(
 class _Run:
     """The mutable state of a training run and the files it writes."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, model: nn.Module, objective: Objective, times: list[float]):
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        model: nn.Module,
+        objective: Objective,
+        times: list[float],
+        tensorboard: Any | None,
+    ):
         self.config, self.run_dir, self.model, self.objective, self.times = config, run_dir, model, objective, times
+        self.tensorboard = tensorboard
         self.history: list[dict[str, float]] = []
         self.best_epoch = 0
         self.best_score = -math.inf
@@ -280,11 +297,20 @@ class _Run:
         model = self.model.to(device)
         optimiser_class = torch.optim.AdamW if settings.optimiser == "adamw" else torch.optim.Adam
         optimiser = optimiser_class(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        plateau = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimiser, mode="max", factor=settings.plateau_factor, patience=settings.plateau_patience
+            )
+            if settings.schedule == "plateau"
+            else None
+        )
         generator = torch.Generator().manual_seed(settings.seed)
         start = 0
         if state is not None:
             start = self._restore(state)
             optimiser.load_state_dict(state["optimiser"])
+            if plateau is not None:
+                plateau.load_state_dict(state["scheduler"])
             generator.set_state(state["generator"])
             _set_random_states(state["random_states"])
         steps_per_epoch = math.ceil(len(split.train) / settings.batch_size)
@@ -299,9 +325,10 @@ class _Run:
             losses = []
             order = torch.randperm(len(split.train), generator=generator)
             for step, chosen in enumerate(order.split(settings.batch_size), start=(epoch - 1) * steps_per_epoch):
-                lr = _learning_rate(settings.lr, settings.schedule, step, total_steps)
-                for group in optimiser.param_groups:
-                    group["lr"] = lr
+                if settings.schedule == "cosine":
+                    for group in optimiser.param_groups:
+                        group["lr"] = _cosine_learning_rate(settings.lr, step, total_steps)
+                lr = optimiser.param_groups[0]["lr"]
                 batch = Batch.from_data_list([split.train[int(k)] for k in chosen]).to(device)
                 if settings.augment:
                     batch = cube_symmetry_augmentation(batch, generator)
@@ -316,9 +343,12 @@ class _Run:
             scores = self._validate(split.validation, device) if validate else None
             self.wall_s += time.perf_counter() - began
             row = self._row(epoch, float(np.mean(losses)), scores, lr)
+            if plateau is not None and scores is not None:
+                plateau.step(row["val_pearson_mean"])
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_pearson=f"{row['val_pearson_mean']:.4f}")
             self._end_epoch(row, lambda: {
                 "optimiser": optimiser.state_dict(),
+                "scheduler": {} if plateau is None else plateau.state_dict(),
                 "generator": generator.get_state(),
                 "random_states": _random_states(device),
             })
@@ -380,11 +410,17 @@ class _Run:
         return {**row, "lr": lr, "wall_s": self.wall_s}
 
     def _end_epoch(self, row: dict[str, float], resume_state: Callable[[], dict[str, Any]]) -> None:
-        """Record ``row``; write ``best.pt`` if the score improved, then ``last.pt``, then ``metrics.csv``.
+        """Record ``row``; write ``best.pt`` if the score improved, then ``last.pt``, then ``metrics.csv``
+        (and the row to TensorBoard, if installed).
 
         ``resume_state()`` gives the kind-specific entries of ``last.pt``.
         """
         self.history.append(row)
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "epoch" and not math.isnan(value):
+                    self.tensorboard.add_scalar(key, value, int(row["epoch"]))
+            self.tensorboard.flush()
         score = row["val_pearson_mean"]
         if self.best_epoch == 0 or (not math.isnan(score) and score > self.best_score):
             self.best_epoch, self.best_score = int(row["epoch"]), score
@@ -454,8 +490,9 @@ def _resume_state(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     state = read_checkpoint(path)
-    stored, wanted = dict(state["config"]), config.to_dict()
-    stored["train"] = {**stored["train"], "epochs": wanted["train"]["epochs"]}
+    # resolved again, so that keys added to the config schema since the run was made take their defaults
+    stored = config_from_dict(state["config"], path).with_epochs(config.train.epochs).to_dict()
+    wanted = config.to_dict()
     if stored != wanted:
         differences = sorted(
             f"[{section}] {key}"
@@ -505,10 +542,8 @@ def _with_descriptors(graphs: Sequence[Data], model: DescriptorRidge) -> list[Da
     return out
 
 
-def _learning_rate(base: float, schedule: str, step: int, total_steps: int) -> float:
-    """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``."""
-    if schedule == "none":
-        return base
+def _cosine_learning_rate(base: float, step: int, total_steps: int) -> float:
+    """The cosine-decayed learning rate of optimiser step ``step`` (0-based) of ``total_steps``."""
     return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
@@ -519,6 +554,26 @@ def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("[train] device = 'cuda' but no CUDA device is available")
     return torch.device(name)
+
+
+@contextmanager
+def _tensorboard(log_dir: Path, start: int) -> Iterator[Any | None]:
+    """A TensorBoard ``SummaryWriter`` into ``log_dir`` if tensorboard is installed, else None.
+
+    Events of epochs after ``start`` (left by a killed run) are purged, so a resumed run's
+    curves have no duplicates.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed: no TensorBoard logs (metrics.csv holds every number)")
+        yield None
+        return
+    writer = SummaryWriter(str(log_dir), purge_step=start + 1)
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 @contextmanager
@@ -579,6 +634,7 @@ def _run_record(config: RunConfig, dataset: Path, split: Split, model: nn.Module
             "equiglass": __version__,
         },
         "dataset": str(dataset.resolve()),
+        "manifest": str((dataset / MANIFEST_NAME).resolve()),
         "manifest_sha256": hashlib.sha256((dataset / MANIFEST_NAME).read_bytes()).hexdigest(),
         "split": {name: indices.tolist() for name, indices in split.indices.items()},
         "model_kind": config.kind,

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 from matplotlib import pyplot as plt
-from test_train import N_PARTICLES, TIMES, dataset, write_config  # noqa: F401  (dataset is a fixture)
+from scipy import stats
+from test_train import N_PARTICLES, TIMES, dataset, one_torch_thread, write_config  # noqa: F401  (fixtures)
 
 from equiglass.checkpoint import load_checkpoint
 from equiglass.cli import main
@@ -42,13 +43,19 @@ def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
     return out
 
 
-def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: int) -> torch.Tensor:
-    """[C, T] per-configuration Pearson of the run's best.pt, computed without equiglass.evaluate."""
+def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Per-configuration ``[C, T]`` and pooled ``[T]`` (scipy) Pearson of the run's best.pt,
+    computed without equiglass.evaluate."""
     trained = load_checkpoint(run)
-    rows = []
+    rows, predictions, targets = [], [], []
     for data in trained.graphs(dataset, indices=indices):
-        rows.append(pearson_per_timescale(trained.predict(data), data.y, data.types == particle_type))
-    return torch.stack(rows)
+        prediction, chosen = trained.predict(data), data.types == particle_type
+        rows.append(pearson_per_timescale(prediction, data.y, chosen))
+        predictions.append(prediction[chosen].double().numpy())
+        targets.append(data.y[chosen].double().numpy())
+    predictions, targets = np.concatenate(predictions), np.concatenate(targets)
+    pooled = [stats.pearsonr(predictions[:, t], targets[:, t]).statistic for t in range(len(TIMES))]
+    return torch.stack(rows), np.array(pooled)
 
 
 # ------------------------------------------------------------------ evaluate
@@ -65,15 +72,17 @@ def test_table_values_files_and_plot(tmp_path, runs, dataset):  # noqa: F811
     for model, run in runs.items():
         test = json.loads((run / "run.json").read_text())["split"]["test"]
         for code, name in enumerate(TYPE_NAMES):
-            expected = direct_pearson(run, dataset, test, code)
+            expected, pooled = direct_pearson(run, dataset, test, code)
             row = table.row(model, name)
             assert row.n_configurations == len(test) == SPLIT[2]
             np.testing.assert_allclose(row.mean, expected.mean(dim=0).numpy(), rtol=1e-12)
             np.testing.assert_allclose(row.std, expected.std(dim=0, correction=0).numpy(), rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(row.pooled, pooled, rtol=1e-6)
             assert np.all(np.isfinite(row.mean)) and np.all(row.std > 0)
 
     lines = (out / "pearson.md").read_text().splitlines()
     assert "per-configuration" in lines[0] and "mean ± std over configurations" in lines[0]
+    assert "split: test" in lines[0] and "Pooled values" in lines[0]
     assert lines[2] == "| model | type | configurations | t = 0.1 | t = 1 | t = 10 |"
     first = table.row("equivariant", "A")
     assert lines[4] == "| equivariant | A | 2 | " + " | ".join(
@@ -86,7 +95,7 @@ def test_table_values_files_and_plot(tmp_path, runs, dataset):  # noqa: F811
         row = table.row(record["model"], record["type"])
         k = int(np.argmin(np.abs(TIMES - float(record["time"]))))
         assert float(record["pearson_mean"]) == row.mean[k] and float(record["pearson_std"]) == row.std[k]
-        assert int(record["n_configurations"]) == 2
+        assert float(record["pearson_pooled"]) == row.pooled[k] and int(record["n_configurations"]) == 2
 
     assert (out / "pearson.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     figure = table.figure()
@@ -100,14 +109,21 @@ def test_table_values_files_and_plot(tmp_path, runs, dataset):  # noqa: F811
     plt.close(figure)
 
 
-def test_split_all_and_another_dataset_use_every_configuration(tmp_path, runs, dataset):  # noqa: F811
+def test_split_all_indices_and_another_dataset(tmp_path, runs, dataset):  # noqa: F811
     table = evaluate([runs["equivariant"]], dataset, split="all")
-    assert {row.n_configurations for row in table.rows} == {8}
-    expected = direct_pearson(runs["equivariant"], dataset, list(range(8)), 0)
+    assert {row.n_configurations for row in table.rows} == {8} and table.split == "all"
+    expected, _ = direct_pearson(runs["equivariant"], dataset, list(range(8)), 0)
     np.testing.assert_allclose(table.row("equivariant", "A").mean, expected.mean(dim=0).numpy(), rtol=1e-12)
+    # explicit configurations, one model given as a path (not a list)
+    chosen = evaluate(runs["equivariant"], dataset, [6, 1])
+    assert chosen.split == "configurations [6, 1]" and {row.n_configurations for row in chosen.rows} == {2}
+    expected, _ = direct_pearson(runs["equivariant"], dataset, [1, 6], 1)
+    np.testing.assert_allclose(chosen.row("equivariant", "B").mean, expected.mean(dim=0).numpy(), rtol=1e-12)
     # the run's test split applies only to the dataset it was trained on
     copy = shutil.copytree(dataset, tmp_path / "copy")
     assert {row.n_configurations for row in evaluate([runs["equivariant"] / "best.pt"], copy).rows} == {8}
+    with pytest.raises(ValueError, match="split must be one of"):
+        evaluate(runs["equivariant"], dataset, split="train")
 
 
 def test_cli_evaluate_prints_the_table(tmp_path, runs, dataset, capsys):  # noqa: F811

@@ -9,6 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from equiglass.cli import main
 from equiglass.config import load_config, to_toml
 from equiglass.data.format import configuration_filename, write_configuration, write_manifest
 from equiglass.errors import DataError
+from equiglass.evaluate import evaluate
 from equiglass.graphs import neighbour_list
 from equiglass.nn.registry import build_model, resolve_model_section
 from equiglass.train import train
@@ -42,6 +46,16 @@ MODELS: dict[str, dict[str, Any]] = {
     "ridge": {"kind": "ridge", "radial_centres": [1.0, 1.2, 1.4, 1.6], "angular_centres": [1.0],
               "angular_orders": [4, 6], "coarse_lengths": [0.0], "coarse_cutoff": 2.0},
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run every test of the module on one torch CPU thread (training sets it from the config anyway):
+    on a 2-core machine shared with other jobs, two threads make tiny forward passes many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def synthetic_configuration(seed: int) -> dict[str, np.ndarray]:
@@ -121,13 +135,20 @@ def test_loss_falls_by_a_large_factor(tmp_path, dataset):
     assert result.best_epoch == max(result.history, key=lambda row: row["val_pearson_mean"])["epoch"]
 
 
-@pytest.mark.parametrize("model", ["equivariant", "bapst"])
-def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model):
+PLATEAU = {"schedule": "plateau", "plateau_patience": 0, "lr": 0.1}
+
+
+@pytest.mark.parametrize(("model", "options"), [("equivariant", {}), ("bapst", {}), ("equivariant_l0", PLATEAU)],
+                         ids=["equivariant-cosine", "bapst-cosine", "equivariant_l0-plateau"])
+def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model, options):
     """Stop after epoch 2 of 4 (right after last.pt), resume: same weights and metrics as an uninterrupted run.
 
-    Batches of 2 with a cosine schedule; bapst also draws cube symmetries from the data generator.
+    Batches of 2 with a cosine schedule; bapst also draws cube symmetries from the data
+    generator. The plateau schedule has state: with patience 0 and this large learning rate
+    the validation score drops at epochs 2 and 3, which halves the rate each time; the second
+    drop is measured against the best score of epoch 1, from before the interruption.
     """
-    config = write_config(tmp_path, dataset, model, train={"epochs": 4, "batch_size": 2})
+    config = write_config(tmp_path, dataset, model, train={"epochs": 4, "batch_size": 2, **options})
     reference = train(config, tmp_path / "reference", progress=False)
 
     real_save = equiglass.train.save_checkpoint
@@ -152,9 +173,13 @@ def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model)
         assert expected["epoch"] == actual["epoch"]
         for key, value in expected["model_state"].items():
             assert torch.equal(value, actual["model_state"][key]), key
+    expected, actual = (read_checkpoint(tmp_path / run / "last.pt")["scheduler"] for run in ("reference", "killed"))
+    assert actual == expected and bool(actual) == (options == PLATEAU)
     drop_time = [{k: v for k, v in row.items() if k != "wall_s"} for row in read_metrics(tmp_path / "reference")]
     assert drop_time == [{k: v for k, v in row.items() if k != "wall_s"} for row in read_metrics(tmp_path / "killed")]
     assert len(drop_time) == 4
+    if options == PLATEAU:
+        assert [float(row["lr"]) for row in drop_time] == [0.1, 0.1, 0.05, 0.025]
 
 
 def test_finished_run_is_not_retrained_and_no_resume_restarts(tmp_path, dataset):
@@ -162,6 +187,10 @@ def test_finished_run_is_not_retrained_and_no_resume_restarts(tmp_path, dataset)
     first = train(config, tmp_path / "run", progress=False)
     again = train(config, tmp_path / "run", progress=False)
     assert again.resumed_from == 2 and again.history == first.history
+    # a run made before a config key existed resumes: the key takes its default
+    content = torch.load(tmp_path / "run" / LAST_CHECKPOINT, weights_only=True)
+    del content["config"]["train"]["plateau_patience"]
+    torch.save(content, tmp_path / "run" / LAST_CHECKPOINT)
     longer = train(config, tmp_path / "run", epochs=3, progress=False)
     assert longer.resumed_from == 2 and [row["epoch"] for row in longer.history] == [1, 2, 3]
     fresh = train(config, tmp_path / "run", resume=False, progress=False)
@@ -170,6 +199,40 @@ def test_finished_run_is_not_retrained_and_no_resume_restarts(tmp_path, dataset)
     other = write_config(tmp_path / "other", dataset, "equivariant_l0", train={"epochs": 2, "seed": 5})
     with pytest.raises(DataError, match=r"last\.pt.*\[train\] seed"):
         train(other, tmp_path / "run", progress=False)
+
+
+def test_tensorboard_gets_every_number_when_installed(tmp_path, dataset, monkeypatch):
+    """tensorboard is optional (not installed here): a recording stand-in checks what would be logged."""
+    writers = []
+
+    class RecordingWriter:
+        def __init__(self, log_dir: str, purge_step: int):
+            self.log_dir, self.purge_step, self.scalars, self.closed = log_dir, purge_step, {}, False
+            writers.append(self)
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            self.scalars[tag, step] = value
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = RecordingWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+    config = write_config(tmp_path, dataset, "equivariant_l0")
+    train(config, tmp_path / "run", progress=False)
+    train(config, tmp_path / "run", epochs=2, progress=False)  # resumes: events after epoch 1 are purged
+
+    assert [(w.log_dir, w.purge_step, w.closed) for w in writers] == [
+        (str(tmp_path / "run" / "tensorboard"), 1, True), (str(tmp_path / "run" / "tensorboard"), 2, True)
+    ]
+    logged = {**writers[0].scalars, **writers[1].scalars}
+    expected = {(key, int(row["epoch"])): float(value)
+                for row in read_metrics(tmp_path / "run") for key, value in row.items() if key != "epoch" and value}
+    assert logged == expected
 
 
 @pytest.mark.parametrize("model", list(MODELS))
@@ -188,6 +251,7 @@ def test_every_kind_trains_one_epoch(tmp_path, dataset, model):
     assert np.isfinite(float(rows[0]["val_pearson_mean"]))
     record = json.loads((run / "run.json").read_text())
     assert record["dataset"] == str(dataset.resolve()) and record["seed"] == 0
+    assert record["manifest"] == str((dataset / "manifest.json").resolve())
     assert sorted(record["split"]["train"] + record["split"]["validation"]) == list(range(8))
     assert set(record["versions"]) == {"python", "torch", "e3nn", "torch_geometric", "equiglass"}
     assert len(record["manifest_sha256"]) == 64
@@ -201,6 +265,12 @@ def test_every_kind_trains_one_epoch(tmp_path, dataset, model):
         assert all(torch.equal(value, last["model_state"][key]) for key, value in best["model_state"].items())
         assert float(best["model_state"]["alpha"]) == last["alpha"] and str(last["alpha"]) in last["alpha_scores"]
         assert result.epochs == 1 and rows[0]["lr"] == ""
+    # and it evaluates
+    table = evaluate(run, dataset, record["split"]["validation"])
+    assert [(row.model, row.particle_type, row.n_configurations) for row in table.rows] == [
+        ("run", "A", 2), ("run", "B", 2)
+    ]
+    assert all(np.isfinite(row.mean).all() and np.isfinite(row.pooled).all() for row in table.rows)
 
 
 def test_checkpoint_contents_and_prediction(tmp_path, dataset):
@@ -262,12 +332,16 @@ def test_bad_checkpoints_raise_data_errors(tmp_path):
         ("train", {"optimizer": "adam"}, r"\[train\] unknown key\(s\) \['optimizer'\]"),
         ("train", {"epochs": "ten"}, r"\[train\] epochs: must be an integer"),
         ("train", {"schedule": "step"}, r"\[train\] schedule: must be one of"),
+        ("train", {"plateau_factor": 1.5}, r"\[train\] plateau_factor must be between 0 and 1"),
         ("train", {"augment": True}, r"\[train\] augment: .* bapst"),
         ("data", {"positions": "quenched"}, r"\[data\] positions: must be one of"),
         ("data", {"particle_types": [2]}, r"\[data\] particle_types"),
         ("data", {"split": [0, 4, 4]}, r"\[data\] split needs training"),
         ("data", {"split": [0.5, "a"]}, r"\[data\] split: must be a list of integers or a list of numbers"),
         ("model", {"chanels": 8}, r"\[model\] unknown equivariant model option\(s\) \['chanels'\]"),
+        ("model", {"channels": 4.5}, r"\[model\] channels: must be an integer, got 4.5"),
+        ("model", {"radial_hidden": [8, "a"]}, r"\[model\] radial_hidden: must be a list of integers"),
+        ("model", {"l_max": -1}, r"\[model\] EquivariantConfig: l_max must be >= 0"),
         ("model", {"use_potential_energy": True}, r"use_potential_energy needs \[data\] with_potential_energy"),
         ("model", {"cutoff": 2.5}, r"exceeds the graphs' \[data\] cutoff"),
     ],
