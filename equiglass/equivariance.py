@@ -20,7 +20,9 @@ defaulting to 1e-9 in float64 and 1e-4 in float32 (e3nn's float64 and a looser f
 
 The check runs in float64 by default: the model is rebuilt from its ``[model]`` section while
 the default dtype is float64 (e3nn computes Clebsch-Gordan coefficients in the default dtype
-when a module is built) and the weights are loaded into it.
+when a module is built) and the weights are loaded into it, keeping the rebuilt constant
+buffers (:func:`exact_constants`: a float32 checkpoint holds the Clebsch-Gordan coefficients
+rounded to float32).
 
 The Bapst et al. GNN takes Cartesian edge vectors and is not rotation invariant by design;
 its rotation deviation is reported but never fails the check. The ridge model takes
@@ -176,7 +178,7 @@ class ModelSource:
         with default_dtype(dtype):
             model = build_model(self.model_section, self.n_timescales or n_timescales)
         if self.state is not None:
-            model.load_state_dict(self.state)
+            model.load_state_dict(exact_constants(model, self.state))
         if isinstance(model, DescriptorRidge) and not bool(model.fitted):
             raise ValueError(f"{self.description}: a ridge model predicts only once fitted; check a trained checkpoint")
         return model.to(dtype).eval()
@@ -191,6 +193,27 @@ class ModelSource:
     def cutoff(self) -> float:
         """Neighbour cutoff of the model's graphs."""
         return float(self.data_section.get("cutoff", DEFAULT_CUTOFF))
+
+
+def exact_constants(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with the construction constants among its buffers taken from the freshly built ``model``.
+
+    e3nn keeps the Clebsch-Gordan coefficients of a tensor product with ``l > 0`` inputs as
+    persistent buffers (``..._w3j_l1_l2_l3``), so a float32 checkpoint stores them rounded to
+    float32; loaded as they are into a float64 model they break its equivariance at ~1e-8.
+    A buffer counts as a constant when its stored value is exactly ``model``'s own value rounded
+    to the stored dtype (Clebsch-Gordan coefficients, output masks, basis frequencies; also a
+    statistic still at its initial value, which is then the same number): the stored value is
+    then replaced by ``model``'s, the same number at full precision. Everything else (weights,
+    trained statistics) is kept.
+    """
+    built = dict(model.named_buffers())
+    out = dict(state)
+    for name, value in state.items():
+        own = built.get(name)
+        if own is not None and own.shape == value.shape and torch.equal(own.to(value.dtype), value):
+            out[name] = own
+    return out
 
 
 # ------------------------------------------------------------------ the check

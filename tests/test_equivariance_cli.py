@@ -19,7 +19,20 @@ from torch_geometric.data import Data
 import equiglass.equivariance
 from equiglass.cli import main
 from equiglass.data.format import load_dataset
-from equiglass.equivariance import TRANSFORMATIONS, Configuration, ModelSource, check_equivariance, check_source
+from equiglass.equivariance import (
+    TRANSFORMATIONS,
+    Configuration,
+    ModelSource,
+    check_equivariance,
+    check_source,
+    default_dtype,
+)
+from equiglass.nn.registry import build_model
+
+
+#: l_max = 2 and a middle layer: tensor products of l > 0 features (1x1->2, 2x2->2, ...), whose
+#: Clebsch-Gordan coefficients e3nn stores as persistent buffers in the checkpoint.
+DEEP = {"l_max": 2, "n_layers": 3}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +41,10 @@ def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
     from equiglass.train import train
 
     directory = tmp_path_factory.mktemp("runs")
+    options = {"equivariant": DEEP}
     return {
-        model: train(write_config(directory / "configs", dataset, model), directory / model, progress=False).run_dir
+        model: train(write_config(directory / "configs", dataset, model, model_options=options.get(model)),
+                     directory / model, progress=False).run_dir
         for model in ("equivariant", "bapst", "ridge")
     }
 
@@ -72,6 +87,17 @@ def test_trained_equivariant_model_passes_in_float64_with_every_feature_checked(
         for quantity in ("output", "features l=0", "features l>0"):
             row = report.deviation(name, quantity)
             assert row.max_abs < 1e-12 and row.scale > 1e-3, (name, quantity)  # non-vacuous, exact to round-off
+
+    # the float32 checkpoint holds the Clebsch-Gordan coefficients rounded to float32: loaded as they
+    # are, they break rotation equivariance far above round-off; the check rebuilds them exactly
+    source = ModelSource.read(runs["equivariant"])
+    stored = [name for name, value in source.state.items() if "_w3j_" in name and value.dtype == torch.float32]
+    assert stored
+    with default_dtype(torch.float64):
+        naive = build_model(source.model_section, 3)
+    naive.load_state_dict(source.state)
+    configuration = source.configuration(load_dataset(source.dataset).read(0))
+    assert check_equivariance(naive, configuration, 2.0, trials=2).deviation("rotation", "features l>0").max_abs > 1e-11
 
     assert main(["check-equivariance", str(runs["equivariant"]), "--trials", "1"]) == 0
     printed = capsys.readouterr().out
