@@ -25,6 +25,15 @@ Differences from the TensorFlow original, all deliberate:
 * Multi-head: the decoder outputs ``n_timescales`` numbers (one model for all timescales,
   as PCL22); ``BapstConfig(per_timescale_models=True)`` builds one independent network
   per timescale, as Bapst et al. trained.
+* ``BapstConfig(normalization="instance")`` (not in the original, off by default) standardises
+  the output of every encoder and block MLP over the particles (for edge MLPs: the edges) of
+  each configuration, PyG ``InstanceNorm`` with a learnable scale and shift. Summed over ~40
+  neighbours, the encoded edges give every particle nearly the same features (a few per cent
+  of relative variation at initialisation), and the network starts as a constant predictor
+  that takes Bapst et al.'s ~4e5 optimiser steps to leave; with the normalisation it learns
+  in a few hundred, as the equivariant model (whose blocks normalise with e3nn ``BatchNorm``)
+  does. It uses the statistics of the configuration itself in training and evaluation, so a
+  prediction does not depend on the other graphs of a batch.
 * The original's decoder also maps edges through an MLP whose output is discarded
   (8,320 parameters); it is not built here. With it, the original counts 70,721
   parameters, the "about 70k" of PCL22's review; ours has 62,465 for one output.
@@ -40,6 +49,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch_geometric.data import Data
+from torch_geometric.nn.norm import InstanceNorm
 
 from equiglass.graphs import DEFAULT_CUTOFF, box_matrix, edge_vectors
 
@@ -63,6 +73,9 @@ class BapstConfig:
         per_timescale_models: build ``n_timescales`` independent networks with one output
             each (Bapst et al.'s protocol) instead of one network with ``n_timescales``
             outputs.
+        normalization: ``"none"`` (the original) or ``"instance"``: every encoder and block
+            MLP output standardised per configuration (see the module docstring); adds
+            2 × 64 parameters per normalised MLP.
     """
 
     n_timescales: int = 10
@@ -71,9 +84,12 @@ class BapstConfig:
     n_steps: int = 7
     cutoff: float = DEFAULT_CUTOFF
     per_timescale_models: bool = False
+    normalization: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mlp_hidden", tuple(int(h) for h in self.mlp_hidden))
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"BapstConfig: normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         positive = {"n_timescales": self.n_timescales, "n_types": self.n_types, "cutoff": self.cutoff}
         bad = {name: value for name, value in positive.items() if not value > 0}
         if bad or not self.mlp_hidden or min(self.mlp_hidden) <= 0 or self.n_steps < 0:
@@ -86,6 +102,26 @@ class BapstConfig:
     def latent(self) -> int:
         """Width W of the node and edge features (the last hidden size)."""
         return self.mlp_hidden[-1]
+
+
+#: Values of :attr:`BapstConfig.normalization`.
+NORMALIZATIONS = ("none", "instance")
+
+
+class ConfigurationNorm(nn.Module):
+    """Standardise each feature over the rows of one configuration (PyG ``InstanceNorm``, affine).
+
+    ``normalization="none"`` makes it the identity. Shapes: ``x [M, C]``, ``batch [M]``
+    (the configuration of each row; None for one configuration) -> ``[M, C]``.
+    """
+
+    def __init__(self, channels: int, normalization: str) -> None:
+        super().__init__()
+        self.norm = InstanceNorm(channels, affine=True) if normalization == "instance" else None
+
+    def forward(self, x: torch.Tensor, batch: torch.Tensor | None) -> torch.Tensor:
+        """See the class docstring."""
+        return x if self.norm is None else self.norm(x, batch)
 
 
 def mlp(size_in: int, sizes: tuple[int, ...], activate_final: bool) -> nn.Sequential:
@@ -108,17 +144,22 @@ class GraphNetworkBlock(nn.Module):
         node_size: width of the input node features.
         edge_size: width of the input edge features.
         sizes: layer sizes of both MLPs (the last is the output width of edges and nodes).
+        normalization: see :attr:`BapstConfig.normalization`; applied to each MLP's output.
     """
 
-    def __init__(self, node_size: int, edge_size: int, sizes: tuple[int, ...]) -> None:
+    def __init__(self, node_size: int, edge_size: int, sizes: tuple[int, ...], normalization: str = "none") -> None:
         super().__init__()
         self.node_size, self.edge_size = node_size, edge_size
         self.edge_mlp = mlp(edge_size + 2 * node_size, sizes, activate_final=True)
         self.node_mlp = mlp(node_size + sizes[-1], sizes, activate_final=True)
+        self.edge_norm = ConfigurationNorm(sizes[-1], normalization)
+        self.node_norm = ConfigurationNorm(sizes[-1], normalization)
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [N, node_size]``, ``e [E, edge_size]``, ``edge_index [2, E]`` (sender j, receiver i)
-        -> new ``x [N, W]``, new ``e [E, W]``."""
+    def forward(
+        self, x: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [N, node_size]``, ``e [E, edge_size]``, ``edge_index [2, E]`` (sender j, receiver i),
+        ``batch [N]`` (None: one configuration) -> new ``x [N, W]``, new ``e [E, W]``."""
         sender, receiver = edge_index[0], edge_index[1]
         first, *rest = self.edge_mlp
         w_edge, w_sender, w_receiver = first.weight.split([self.edge_size, self.node_size, self.node_size], dim=1)
@@ -129,9 +170,10 @@ class GraphNetworkBlock(nn.Module):
         )
         for layer in rest:
             hidden = layer(hidden)
+        hidden = self.edge_norm(hidden, None if batch is None else batch[receiver])
         incoming = torch.zeros(x.shape[0], hidden.shape[1], dtype=hidden.dtype, device=hidden.device)
         incoming.index_add_(0, receiver, hidden)
-        return self.node_mlp(torch.cat([x, incoming], dim=-1)), hidden
+        return self.node_norm(self.node_mlp(torch.cat([x, incoming], dim=-1)), batch), hidden
 
 
 class BapstNetwork(nn.Module):
@@ -141,7 +183,8 @@ class BapstNetwork(nn.Module):
         config: hyper-parameters (``n_timescales`` and ``per_timescale_models`` are not used).
         n_outputs: width of the decoder's linear output layer.
 
-    Shapes: ``types [N]`` (long), ``vectors [E, 3]``, ``edge_index [2, E]`` -> ``[N, n_outputs]``.
+    Shapes: ``types [N]`` (long), ``vectors [E, 3]``, ``edge_index [2, E]``, ``batch [N]``
+    (None: one configuration) -> ``[N, n_outputs]``.
     """
 
     def __init__(self, config: BapstConfig, n_outputs: int) -> None:
@@ -150,16 +193,21 @@ class BapstNetwork(nn.Module):
         width = config.latent
         self.node_encoder = mlp(config.n_types, config.mlp_hidden, activate_final=True)
         self.edge_encoder = mlp(3, config.mlp_hidden, activate_final=True)
-        self.block = GraphNetworkBlock(2 * width, 2 * width, config.mlp_hidden)
+        self.node_encoder_norm = ConfigurationNorm(width, config.normalization)
+        self.edge_encoder_norm = ConfigurationNorm(width, config.normalization)
+        self.block = GraphNetworkBlock(2 * width, 2 * width, config.mlp_hidden, config.normalization)
         self.decoder = mlp(width, (*config.mlp_hidden, n_outputs), activate_final=False)
 
-    def forward(self, types: torch.Tensor, vectors: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, types: torch.Tensor, vectors: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """See the class docstring."""
-        x0 = self.node_encoder(nn.functional.one_hot(types, self.n_types).to(vectors.dtype))
-        e0 = self.edge_encoder(vectors)
+        edge_batch = None if batch is None else batch[edge_index[1]]
+        x0 = self.node_encoder_norm(self.node_encoder(nn.functional.one_hot(types, self.n_types).to(vectors.dtype)), batch)
+        e0 = self.edge_encoder_norm(self.edge_encoder(vectors), edge_batch)
         x, e = x0, e0
         for _ in range(self.n_steps):
-            x, e = self.block(torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1), edge_index)
+            x, e = self.block(torch.cat([x, x0], dim=-1), torch.cat([e, e0], dim=-1), edge_index, batch)
         return self.decoder(x)
 
 
@@ -190,7 +238,7 @@ class BapstGNN(nn.Module):
         vectors = edge_vectors(data.pos.to(dtype), data.edge_index, data.edge_shift, data.box, data.batch)
         within = vectors.norm(dim=-1) < self.config.cutoff
         vectors, edge_index = vectors[within], data.edge_index[:, within]
-        return torch.cat([network(data.types, vectors, edge_index) for network in self.networks], dim=-1)
+        return torch.cat([network(data.types, vectors, edge_index, data.batch) for network in self.networks], dim=-1)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
