@@ -30,6 +30,8 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     eval_every = 1                     # validate every this many epochs (and after the last)
     threads = 2                        # torch CPU threads (default: torch's choice)
     alphas = [0.01, 0.1, ...]          # ridge only: the grid of ridge strengths tried on validation
+    init_from = "../runs/T0.6"         # transfer: start from this run's (or checkpoint's) backbone, fresh decoder
+    freeze_backbone = false            # transfer: train only the decoder (needs init_from)
 
 :func:`load_config` parses and checks a file into a :class:`RunConfig`; every error is a
 :class:`~equiglass.errors.DataError` naming the file, the section and the key.
@@ -122,8 +124,12 @@ class TrainConfig:
     eval_every: int = 1
     threads: int | None = None
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    init_from: str | None = None
+    freeze_backbone: bool = False
 
     def __post_init__(self) -> None:
+        if self.freeze_backbone and self.init_from is None:
+            raise ValueError("freeze_backbone needs init_from (the run whose backbone is frozen)")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be positive, got {self.lr}")
         for name in ("weight_decay", "grad_clip"):
@@ -229,6 +235,10 @@ def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
     train = _section(TrainConfig, tables["train"], path, "train")
     augment = model["kind"] == "bapst" if train.augment is None else train.augment
     train = dataclasses.replace(train, augment=augment)
+    if train.init_from is not None:
+        train = dataclasses.replace(train, init_from=str((path.parent / train.init_from).resolve()))
+        if model["kind"] == "ridge":
+            raise DataError(path, "[train] init_from: the ridge model has no backbone to transfer")
 
     if augment and model["kind"] != "bapst":
         raise DataError(path, f"[train] augment: cube-symmetry augmentation is for the bapst model, not {model['kind']}")

@@ -37,6 +37,10 @@ from the same seeded generator.
 **Ridge**: closed-form fits for every ``alphas`` value on the training split, α chosen by the
 validation score; one "epoch"; ``best.pt`` and ``last.pt`` hold the same model.
 
+**Transfer** (:mod:`equiglass.transfer`): ``init_from`` starts a fresh run from another run's
+backbone with a freshly initialised decoder; ``freeze_backbone`` then trains only the
+decoder, the backbone's normalisation layers kept on their stored statistics.
+
 **Resume.** With ``resume=True`` (default) a run directory holding ``last.pt`` continues
 from it: model, optimiser, plateau scheduler, data-order generator, torch/numpy/python
 random states, epoch, best score and history are restored, so on the CPU a run killed at
@@ -81,6 +85,7 @@ from equiglass.nn.bapst_gnn import cube_symmetry_augmentation
 from equiglass.nn.equivariant import EquivariantPropensityModel
 from equiglass.nn.registry import build_model
 from equiglass.nn.ridge import DescriptorRidge
+from equiglass.transfer import backbone_eval, freeze_backbone, load_backbone
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +247,11 @@ def train(
         _seed_everything(config.train.seed)
         model = build_model(config.model, len(dataset.times))
         _set_energy_statistics(model, split.train)
+        if config.train.init_from is not None:
+            copied = load_backbone(model, config.train.init_from, config.model)
+            log.info("%s: backbone (%d tensors) from %s", run_dir, copied, config.train.init_from)
+        if config.train.freeze_backbone:
+            log.info("%s: backbone frozen, %d parameters trained", run_dir, freeze_backbone(model))
         resolved = config.to_dict()
         atomic_write(run_dir / CONFIG_TOML, lambda stream: stream.write(to_toml(resolved)), binary=False)
         atomic_write(run_dir / CONFIG_JSON, lambda stream: stream.write(json.dumps(resolved, indent=2) + "\n"), binary=False)
@@ -296,7 +306,8 @@ class _Run:
         settings = self.config.train
         model = self.model.to(device)
         optimiser_class = torch.optim.AdamW if settings.optimiser == "adamw" else torch.optim.Adam
-        optimiser = optimiser_class(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        optimiser = optimiser_class(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
         plateau = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimiser, mode="max", factor=settings.plateau_factor, patience=settings.plateau_patience
@@ -322,6 +333,8 @@ class _Run:
         for epoch in bar:
             began = time.perf_counter()
             model.train()
+            if settings.freeze_backbone:
+                backbone_eval(model)
             losses = []
             order = torch.randperm(len(split.train), generator=generator)
             for step, chosen in enumerate(order.split(settings.batch_size), start=(epoch - 1) * steps_per_epoch):
@@ -336,7 +349,7 @@ class _Run:
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 if settings.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                    nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
                 optimiser.step()
                 losses.append(loss.item())
             validate = epoch % settings.eval_every == 0 or epoch == settings.epochs
