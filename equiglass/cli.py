@@ -295,6 +295,36 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_experiment(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "experiment",
+        help="run an experiment spec (experiments/*.toml): train its runs, evaluate, write results.md",
+        description=(
+            "Train every run of an experiment spec at one scale (cpu: our generated datasets; paper: Bapst et al.'s "
+            "files given with --data, converted once), evaluate them and write results.md, results.json and plots. "
+            "Rerunning resumes."
+        ),
+    )
+    parser.add_argument("spec", type=Path, help="experiment spec (TOML), e.g. experiments/pearson_vs_time.toml")
+    parser.add_argument("--scale", default="cpu", help="which [scale.<name>] of the spec to run (default: %(default)s)")
+    parser.add_argument("--data", nargs="+", type=Path, default=None,
+                        help="datasets (equiglass directories, or Bapst et al.'s files) replacing the scale's")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results directory (default: runs/experiments/<spec>-<scale>)")
+    parser.add_argument("--epochs", type=int, default=None, help="override every run's epochs (quick checks)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run_experiment)
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    from equiglass.experiment import results_markdown, run_experiment
+
+    results = run_experiment(args.spec, args.scale, args.data, args.out, epochs=args.epochs,
+                             progress=not args.no_progress)
+    print(results_markdown(results))
+    return 0
+
+
 # ------------------------------------------------------------------ entry point
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
@@ -306,6 +336,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _register_predict,
     _register_check_equivariance,
     _register_demo,
+    _register_experiment,
 )
 
 
