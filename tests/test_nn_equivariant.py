@@ -364,3 +364,28 @@ def test_default_model_size_and_output_shape():
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
 
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+@pytest.mark.parametrize(("parity", "l_max", "energy"), [*VARIANTS, (True, 3, False)], ids=[*VARIANT_IDS, "O3-l3"])
+def test_fused_tensor_product_equals_e3nn(configuration, parity: bool, l_max: int, energy: bool):
+    """The fused tensor product (default) gives the plain e3nn module's outputs, features and
+    parameter gradients (training mode, every layer read out), with the same state dict."""
+    options = dict(parity=parity, l_max=l_max, use_potential_energy=energy, readout_all_layers=True)
+    plain = make_model(tensor_product="e3nn", **options).train()
+    fused = make_model(**options).train()
+    assert fused.config.tensor_product == "fused"
+    fused.load_state_dict(plain.state_dict())
+    assert plain.state_dict().keys() == fused.state_dict().keys()
+    data = graph(*configuration)
+    outputs = []
+    for model in (plain, fused):
+        out = model(data)
+        (out**2).sum().backward()
+        outputs.append((out, [p.grad for p in model.parameters()]))
+    (expected, expected_grads), (actual, actual_grads) = outputs
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
+    for got, want in zip(actual_grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -7,6 +7,8 @@ Edge convention (see :mod:`equiglass.graphs`): ``edge_index[0] = j`` is the neig
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from e3nn import o3
 from e3nn.nn import BatchNorm, FullyConnectedNet, Gate
@@ -36,6 +38,53 @@ def _uvu_instructions(
     return irreps_mid, instructions
 
 
+#: A tensor-product path's coupling of the spherical harmonics: ``(l1, l2, l3)``.
+Triple = tuple[int, int, int]
+#: Implementations of the convolution's tensor product (see :class:`EquivariantConvolution`).
+TENSOR_PRODUCTS = ("fused", "e3nn")
+
+
+class SphericalCouplings(nn.Module):
+    r"""Per-edge Clebsch-Gordan couplings of the spherical harmonics, for the fused tensor product.
+
+    For each path ``(l1, l2, l3)``, :math:`C_e[i, k] = \sum_j W^{l_1 l_2 l_3}_{ijk} Y^{l_2}_j(\hat r_e)`
+    (``W`` e3nn's :func:`~e3nn.o3.wigner_3j`), so that the uvu tensor product of a feature
+    ``x[u, i]`` of order ``l1`` with ``Y^{l2}`` is the small matrix product ``x @ C_e``. They
+    depend on the edges only: the model computes them once per forward and every layer
+    uses them. The Wigner 3j tables are float64 buffers (not saved in the state dict),
+    cast to the dtype of the harmonics at use.
+
+    Args:
+        irreps_sh: the spherical harmonics (one copy of each order).
+        triples: the ``(l1, l2, l3)`` paths wanted.
+
+    Shapes: ``edge_sh [E, irreps_sh.dim]`` -> ``{(l1, l2, l3): [E, 2 l1 + 1, 2 l3 + 1]}``.
+    """
+
+    def __init__(self, irreps_sh: o3.Irreps | str, triples: set[Triple] | list[Triple]) -> None:
+        super().__init__()
+        self.irreps_sh = o3.Irreps(irreps_sh)
+        orders = [ir.l for _, ir in self.irreps_sh]
+        if any(mul != 1 for mul, _ in self.irreps_sh) or len(set(orders)) != len(orders):
+            raise ValueError(f"irreps_sh must hold one copy of each order, got {self.irreps_sh}")
+        self.sh_slices = {ir.l: s for (_, ir), s in zip(self.irreps_sh, self.irreps_sh.slices())}
+        self.triples = sorted(set(triples))
+        for l1, l2, l3 in self.triples:
+            self.register_buffer(_w3j_name((l1, l2, l3)), o3.wigner_3j(l1, l2, l3, dtype=torch.float64), persistent=False)
+
+    def forward(self, edge_sh: torch.Tensor) -> dict[Triple, torch.Tensor]:
+        """``edge_sh [E, irreps_sh.dim]`` -> the coupling matrices of every path (see the class docstring)."""
+        out = {}
+        for triple in self.triples:
+            w3j = getattr(self, _w3j_name(triple)).to(edge_sh.dtype)
+            out[triple] = torch.einsum("ijk,ej->eik", w3j, edge_sh[:, self.sh_slices[triple[1]]])
+        return out
+
+
+def _w3j_name(triple: Triple) -> str:
+    return "w3j_{}_{}_{}".format(*triple)
+
+
 class EquivariantConvolution(nn.Module):
     r"""Point convolution, :math:`h_i = W_2 \frac{1}{\bar n}\sum_j R(r_{ij}) (W_1 x_j \otimes Y(\hat r_{ij}))`.
 
@@ -49,6 +98,19 @@ class EquivariantConvolution(nn.Module):
     messages of the ~40 neighbours are strongly correlated (the ``l = 0`` part is a local
     density), so their sum grows like :math:`\bar n`.
 
+    Two implementations of ``⊗``, equal to float rounding (tests/test_nn_equivariant.py):
+
+    * ``"e3nn"``: the :class:`e3nn.o3.TensorProduct` module itself;
+    * ``"fused"`` (default, faster, see benchmarks/README.md): :meth:`fused_message_sum`,
+      one batched matrix product ``(w_e[u] x_j[u, :]) @ C_e`` per path with the edge
+      couplings ``C_e`` of :class:`SphericalCouplings` (computed once per forward and
+      shared by all layers when the model passes them), summed at the nodes path by path.
+      It avoids e3nn's per-path slicing of the inputs and weights (whose backward writes a
+      zero-filled copy of the whole input per path) and the concatenation of the
+      ``[E, 560]`` messages (default model). It uses the instructions, path weights and
+      output layout of the e3nn module, which it keeps (it has no parameters), so
+      checkpoints are the same for both.
+
     Args:
         irreps_in: node features in.
         irreps_sh: spherical harmonics of the edge direction.
@@ -56,9 +118,11 @@ class EquivariantConvolution(nn.Module):
         num_basis: size of the radial embedding.
         radial_hidden: hidden layer sizes of the radial MLP.
         avg_num_neighbours: the normaliser :math:`\bar n`.
+        tensor_product: ``"fused"`` or ``"e3nn"``.
 
     Shapes: ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
-    ``edge_radial [E, num_basis]`` -> ``[N, irreps_out.dim]``.
+    ``edge_radial [E, num_basis]``, optional ``couplings`` (a superset of :attr:`triples`, see
+    :class:`SphericalCouplings`) -> ``[N, irreps_out.dim]``.
     """
 
     def __init__(
@@ -69,8 +133,12 @@ class EquivariantConvolution(nn.Module):
         num_basis: int,
         radial_hidden: tuple[int, ...],
         avg_num_neighbours: float,
+        tensor_product: Literal["fused", "e3nn"] = "fused",
     ) -> None:
         super().__init__()
+        if tensor_product not in TENSOR_PRODUCTS:
+            raise ValueError(f"tensor_product must be one of {list(TENSOR_PRODUCTS)}, got {tensor_product!r}")
+        self.tensor_product_kind = tensor_product
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_sh = o3.Irreps(irreps_sh)
         self.irreps_out = o3.Irreps(irreps_out)
@@ -99,15 +167,71 @@ class EquivariantConvolution(nn.Module):
         )
         self.linear_out = o3.Linear(irreps_mid.simplify(), self.irreps_out)
 
+        # the fused tensor product: per path, its input irrep, (l1, l2, l3), output slot and path weight
+        order = lambda irreps, index: irreps[index].ir.l  # noqa: E731
+        self.paths = [
+            (
+                ins.i_in1,
+                (order(self.irreps_in, ins.i_in1), order(self.irreps_sh, ins.i_in2), order(irreps_mid, ins.i_out)),
+                ins.i_out,
+                ins.path_weight,
+            )
+            for ins in self.tensor_product.instructions
+        ]
+        if sorted(path[2] for path in self.paths) != list(range(len(irreps_mid))):
+            raise AssertionError("every tensor-product path must have its own output slot")
+        self.path_sizes = [self.irreps_in[ins.i_in1].mul for ins in self.tensor_product.instructions]
+        self.input_shapes = [(mul, ir.dim) for mul, ir in self.irreps_in]  # plain ints: no e3nn objects in forward
+        self.triples = {path[1] for path in self.paths}
+        self.spherical_couplings = SphericalCouplings(self.irreps_sh, self.triples)
+
     def forward(
-        self, x: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        couplings: dict[Triple, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``x [N, irreps_in.dim]`` -> ``[N, irreps_out.dim]``; see the class docstring."""
-        source, target = edge_index
         x = self.linear_in(x)
-        messages = self.tensor_product(x[source], edge_sh, self.radial(edge_radial))
-        summed = messages.new_zeros(x.shape[0], messages.shape[1]).index_add(0, target, messages)
+        weights = self.radial(edge_radial)
+        if self.tensor_product_kind == "e3nn":
+            source, target = edge_index
+            messages = self.tensor_product(x[source], edge_sh, weights)
+            summed = messages.new_zeros(x.shape[0], messages.shape[1]).index_add(0, target, messages)
+        else:
+            if couplings is None:
+                couplings = self.spherical_couplings(edge_sh)
+            summed = self.fused_message_sum(x, edge_index, couplings, weights)
         return self.linear_out(summed / self.avg_num_neighbours)
+
+    def fused_message_sum(
+        self, x: torch.Tensor, edge_index: torch.Tensor, couplings: dict[Triple, torch.Tensor], weights: torch.Tensor
+    ) -> torch.Tensor:
+        """Sum over each node's incoming edges of :attr:`tensor_product` ``(x[source], Y, weights)``.
+
+        One batched matrix product per path (the per-edge weights multiply the smaller of its
+        input and output), summed at the nodes path by path, so the ``[E, irreps_mid.dim]``
+        messages are never concatenated; the path weight is applied to the node sums.
+
+        ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``couplings`` of :class:`SphericalCouplings`,
+        ``weights [E, weight_numel]`` -> ``[N, irreps_mid.dim]`` (the layout of the e3nn module's output).
+        """
+        source, target = edge_index
+        n_edges, n_nodes = source.shape[0], x.shape[0]
+        sources = x[source].split([mul * dim for mul, dim in self.input_shapes], dim=1)
+        features = [part.reshape(n_edges, mul, dim) for part, (mul, dim) in zip(sources, self.input_shapes)]
+        sums: list[torch.Tensor] = [x] * len(self.paths)
+        for (i_in, triple, i_out, path_weight), weight in zip(self.paths, weights.split(self.path_sizes, dim=1)):
+            feature, coupling = features[i_in], couplings[triple]
+            if coupling.shape[2] < coupling.shape[1]:
+                message = torch.bmm(feature, coupling) * weight.unsqueeze(-1)
+            else:
+                message = torch.bmm(feature * weight.unsqueeze(-1), coupling)
+            message = message.reshape(n_edges, -1)
+            sums[i_out] = path_weight * message.new_zeros(n_nodes, message.shape[1]).index_add_(0, target, message)
+        return torch.cat(sums, dim=1)
 
 
 class InteractionBlock(nn.Module):
@@ -133,11 +257,13 @@ class InteractionBlock(nn.Module):
     Args:
         irreps_in: node features in.
         irreps_out: node features out; sorted, ``l = 0`` channels first.
-        irreps_sh, num_basis, radial_hidden, avg_num_neighbours: see :class:`EquivariantConvolution`.
+        irreps_sh, num_basis, radial_hidden, avg_num_neighbours, tensor_product: see
+            :class:`EquivariantConvolution`.
         batch_norm: use :class:`e3nn.nn.BatchNorm` (True) or nothing.
 
     Shapes: ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
-    ``edge_radial [E, num_basis]`` -> ``[N, irreps_out.dim]``.
+    ``edge_radial [E, num_basis]``, optional ``couplings`` (see :class:`EquivariantConvolution`)
+    -> ``[N, irreps_out.dim]``.
     """
 
     def __init__(
@@ -149,6 +275,7 @@ class InteractionBlock(nn.Module):
         radial_hidden: tuple[int, ...],
         avg_num_neighbours: float,
         batch_norm: bool = True,
+        tensor_product: Literal["fused", "e3nn"] = "fused",
     ) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
@@ -166,16 +293,21 @@ class InteractionBlock(nn.Module):
         )
         irreps_pre = self.gate.irreps_in
         self.convolution = EquivariantConvolution(
-            self.irreps_in, irreps_sh, irreps_pre, num_basis, radial_hidden, avg_num_neighbours
+            self.irreps_in, irreps_sh, irreps_pre, num_basis, radial_hidden, avg_num_neighbours, tensor_product
         )
         self.self_interaction = o3.Linear(self.irreps_in, irreps_pre)
         self.norm = BatchNorm(irreps_pre) if batch_norm else nn.Identity()
         self.residual = self.irreps_in == self.irreps_out
 
     def forward(
-        self, x: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        couplings: dict[Triple, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``x [N, irreps_in.dim]`` -> ``[N, irreps_out.dim]``; see the class docstring."""
-        h = self.convolution(x, edge_index, edge_sh, edge_radial) + self.self_interaction(x)
+        h = self.convolution(x, edge_index, edge_sh, edge_radial, couplings) + self.self_interaction(x)
         h = self.gate(self.norm(h))
         return x + h if self.residual else h

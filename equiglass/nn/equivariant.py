@@ -3,7 +3,8 @@
 Pipeline (nequip/MACE style; irreps are declared once, in :class:`EquivariantConfig`):
 
     types (+ potential energy) --NodeEmbedding--> ``C x 0e``
-    edge vectors --SphericalHarmonics--> ``Y(r̂)`` (once per forward, shared by all layers)
+    edge vectors --SphericalHarmonics--> ``Y(r̂)`` (once per forward, shared by all layers;
+        so are its Clebsch-Gordan couplings, for the fused tensor product)
     edge lengths --RadialEmbedding--> Bessel basis × polynomial cutoff
     n_layers × InteractionBlock --> ``C x 0e + C x 1o + ... + C x l_max``, last layer ``C x 0e``
     l = 0 channels (last layer, or all layers concatenated) --MLP decoder--> ``[N, n_timescales]``
@@ -14,6 +15,7 @@ Units: lengths in LJ units (σ_AA), energies in LJ units (ε_AA).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from e3nn import o3
@@ -21,7 +23,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from equiglass.graphs import DEFAULT_CUTOFF, edge_vectors
-from equiglass.nn.convolution import InteractionBlock
+from equiglass.nn.convolution import TENSOR_PRODUCTS, InteractionBlock, SphericalCouplings
 from equiglass.nn.embedding import NodeEmbedding
 from equiglass.nn.radial import RadialEmbedding
 
@@ -63,6 +65,9 @@ class EquivariantConfig:
             rotation-invariant but can tell a configuration from its mirror image.
         batch_norm: :class:`e3nn.nn.BatchNorm` in every block (see
             :class:`~equiglass.nn.convolution.InteractionBlock` for why).
+        tensor_product: implementation of the convolutions' tensor products, ``"fused"``
+            (default, faster) or ``"e3nn"`` (the plain e3nn module); same parameters, same
+            outputs to float rounding (see :class:`~equiglass.nn.convolution.EquivariantConvolution`).
     """
 
     n_timescales: int = 10
@@ -80,6 +85,7 @@ class EquivariantConfig:
     readout_all_layers: bool = False
     parity: bool = True
     batch_norm: bool = True
+    tensor_product: Literal["fused", "e3nn"] = "fused"
 
     def __post_init__(self) -> None:
         positive = {
@@ -97,6 +103,8 @@ class EquivariantConfig:
             raise ValueError(f"EquivariantConfig: these must be positive: {bad}")
         if self.l_max < 0:
             raise ValueError(f"EquivariantConfig: l_max must be >= 0, got {self.l_max}")
+        if self.tensor_product not in TENSOR_PRODUCTS:
+            raise ValueError(f"EquivariantConfig: tensor_product must be one of {list(TENSOR_PRODUCTS)}, got {self.tensor_product!r}")
         object.__setattr__(self, "radial_hidden", tuple(int(h) for h in self.radial_hidden))
         object.__setattr__(self, "decoder_hidden", tuple(int(h) for h in self.decoder_hidden))
 
@@ -161,10 +169,13 @@ class EquivariantPropensityModel(nn.Module):
                     config.radial_hidden,
                     config.avg_num_neighbours,
                     config.batch_norm,
+                    config.tensor_product,
                 )
             )
             irreps_in = irreps_out
         self.blocks = nn.ModuleList(blocks)
+        triples = set().union(*(block.convolution.triples for block in blocks))
+        self.spherical_couplings = SphericalCouplings(config.irreps_sh, triples)
 
         n_decoded = config.channels * (config.n_layers if config.readout_all_layers else 1)
         sizes = [n_decoded, *config.decoder_hidden, config.n_timescales]
@@ -185,10 +196,11 @@ class EquivariantPropensityModel(nn.Module):
         edge_sh = self.spherical_harmonics(vectors)
         edge_radial = self.radial_embedding(vectors.norm(dim=-1))
         energy = data.potential_energy if self.config.use_potential_energy and "potential_energy" in data else None
+        couplings = self.spherical_couplings(edge_sh) if self.config.tensor_product == "fused" else None
         x = self.embedding(data.types, energy)
         features = []
         for block in self.blocks:
-            x = block(x, data.edge_index, edge_sh, edge_radial)
+            x = block(x, data.edge_index, edge_sh, edge_radial, couplings)
             features.append(x)
         return features
 
