@@ -32,6 +32,7 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     alphas = [0.01, 0.1, ...]          # ridge only: the grid of ridge strengths tried on validation
     init_from = "../runs/T0.6"         # transfer: start from this run's (or checkpoint's) backbone, fresh decoder
     freeze_backbone = false            # transfer: train only the decoder (needs init_from)
+    compile = false                    # torch.compile the model for the training steps (see equiglass.train)
 
 :func:`load_config` parses and checks a file into a :class:`RunConfig`; every error is a
 :class:`~equiglass.errors.DataError` naming the file, the section and the key.
@@ -126,6 +127,7 @@ class TrainConfig:
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     init_from: str | None = None
     freeze_backbone: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.freeze_backbone and self.init_from is None:
