@@ -326,7 +326,7 @@ def run_experiment(
     spec = spec if isinstance(spec, ExperimentSpec) else load_spec(spec)
     if scale not in spec.scales:
         raise DataError(spec.path, f"no [scale.{scale}]; the spec has {sorted(spec.scales)}")
-    out = Path(out) if out is not None else Path("runs") / "experiments" / f"{spec.name}-{scale}"
+    out = (Path(out) if out is not None else Path("runs") / "experiments" / f"{spec.name}-{scale}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     sources = [Path(p).resolve() for p in data] if data else spec.datasets(scale)
     if not sources:
@@ -663,7 +663,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
                       "(type A, out of sample; mean over the family)", "",
                       "| family | descriptors | R² trained | R² untrained |", "|---|---|---|---|"]
             for family, entry in families.items():
-                lines.append(f"| {family} | {entry['count']} | {entry['trained']:.3f} | {entry['untrained']:.3f} |")
+                shown = family.replace("|", ", coarse-grained ")
+                lines.append(f"| {shown} | {entry['count']} | {entry['trained']:.3f} | {entry['untrained']:.3f} |")
             lines.append("")
         lines.append(f"![features]({results['plot']})")
     return "\n".join(lines) + "\n"
