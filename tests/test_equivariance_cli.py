@@ -31,8 +31,10 @@ from equiglass.nn.registry import build_model
 
 
 #: l_max = 2 and a middle layer: tensor products of l > 0 features (1x1->2, 2x2->2, ...), whose
-#: Clebsch-Gordan coefficients e3nn stores as persistent buffers in the checkpoint.
-DEEP = {"l_max": 2, "n_layers": 3}
+#: Clebsch-Gordan coefficients e3nn's TensorProduct stores as persistent buffers in the
+#: checkpoint and uses in its forward: the plain e3nn path (the fused path computes its own
+#: float64 tables and ignores them; its equivariance is tested in test_nn_equivariant.py).
+DEEP = {"l_max": 2, "n_layers": 3, "tensor_product": "e3nn"}
 
 
 @pytest.fixture(scope="module")
