@@ -54,12 +54,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from equiglass.errors import DataError
-from equiglass.graphs import DEFAULT_CUTOFF, POSITION_FIELDS
+from equiglass.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, split_indices
 from equiglass.nn.registry import model_kind, resolve_model_section
 from equiglass.nn.ridge import DEFAULT_ALPHAS
 
 #: The sections of a run config.
 SECTIONS = ("data", "model", "train")
+#: Names of the three parts of ``[data] split``, in order.
+SPLIT_NAMES = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,11 @@ class RunConfig:
         """The model kind."""
         return self.model["kind"]
 
+    def split_of(self, n_configurations: int) -> dict[str, Any]:
+        """``{"train", "validation", "test"}`` -> sorted configuration indices (int64 arrays) of a
+        dataset of ``n_configurations`` under ``[data] split`` and ``split_seed``."""
+        return dict(zip(SPLIT_NAMES, split_indices(n_configurations, self.data.split, self.data.split_seed)))
+
     def with_epochs(self, epochs: int) -> RunConfig:
         """The same config trained for ``epochs`` epochs."""
         return dataclasses.replace(self, train=dataclasses.replace(self.train, epochs=epochs))
@@ -199,13 +206,21 @@ def load_config(path: str | Path) -> RunConfig:
             that contradict each other.
     """
     path = Path(path)
+    return config_from_dict(read_toml(path, "config file"), path)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The parsed TOML file ``path`` (``what`` names it in errors).
+
+    Raises:
+        DataError: naming the file: missing, or not valid TOML.
+    """
     if not path.is_file():
-        raise DataError(path, "config file does not exist")
+        raise DataError(path, f"{what} does not exist")
     try:
-        content = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise DataError(path, f"not valid TOML: {error}") from error
-    return config_from_dict(content, path)
 
 
 def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:

@@ -64,7 +64,6 @@ import logging
 import math
 import re
 import time
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,13 +144,10 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         DataError: naming the file: not TOML, no ``[experiment]`` title or a bad kind, no runs,
             duplicate run names, unknown keys, or a run table with an unknown section.
     """
+    from equiglass.config import read_toml
+
     path = Path(path).resolve()
-    if not path.is_file():
-        raise DataError(path, "experiment spec does not exist")
-    try:
-        content = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise DataError(path, f"not valid TOML: {error}") from error
+    content = read_toml(path, "experiment spec")
     unknown = sorted(set(content) - {"experiment", "base", "scale", "run", "transfer"})
     if unknown:
         raise DataError(path, f"unknown table(s) {unknown}")
@@ -251,8 +247,11 @@ class Experiment:
     epochs: int | None = None
     progress: bool = True
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
     skipped: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        #: :func:`describe_dataset` of every dataset, in order.
+        self.facts = [describe_dataset(dataset) for dataset in self.datasets]
 
     def config(self, run: str, dataset: Path, train_overrides: Mapping[str, Any] | None = None,
                data_overrides: Mapping[str, Any] | None = None) -> Any:
@@ -346,7 +345,7 @@ def run_experiment(
         "spec": str(spec.path),
         "scale": scale,
         "epochs_override": epochs,
-        "datasets": [describe_dataset(d) for d in datasets],
+        "datasets": experiment.facts,
         "runs": experiment.runs,
         "skipped": experiment.skipped,
         "wall_s_this_call": time.perf_counter() - began,
@@ -385,18 +384,18 @@ def _temperatures(experiment: Experiment) -> dict[str, Any]:
     """Every run on every dataset, each evaluated on every dataset's test split at t ≈ τ_α."""
     from equiglass.checkpoint import load_checkpoint
 
-    facts = [describe_dataset(d) for d in experiment.datasets]
+    facts = experiment.facts
     labels = [temperature_label(f) for f in facts]
     matrices: dict[str, list[list[dict[str, float]]]] = {}
     for name, _ in experiment.spec.runs:
         matrix = []
         for train_facts, train_dataset, train_label in zip(facts, experiment.datasets, labels):
-            run_dir = experiment.train(f"{name}/{train_label}", experiment.config(name, train_dataset))
-            trained = load_checkpoint(run_dir)
+            config = experiment.config(name, train_dataset)
+            trained = load_checkpoint(experiment.train(f"{name}/{train_label}", config))
             output = tau_alpha_index(train_facts)
             matrix.append([
-                _cross_pearson(trained, run_dir, dataset, output, tau_alpha_index(test_facts))
-                for test_facts, dataset in zip(facts, experiment.datasets)
+                _cross_pearson(trained, config, test_facts, output, tau_alpha_index(test_facts))
+                for test_facts in facts
             ])
         matrices[name] = matrix
     plot = experiment.out / "temperatures.png"
@@ -404,24 +403,20 @@ def _temperatures(experiment: Experiment) -> dict[str, Any]:
     return {"labels": labels, "matrices": matrices, "plot": plot.name}
 
 
-def _cross_pearson(trained: Any, run_dir: Path, dataset: Path, output: int, target: int) -> dict[str, float]:
+def _cross_pearson(trained: Any, config: Any, facts: Mapping[str, Any], output: int, target: int) -> dict[str, float]:
     """Per-configuration Pearson (A) of output ``output`` against target time ``target`` on the
-    test configurations of ``dataset`` (split as in the run's config); mean, std, count."""
-    from equiglass.config import load_config
-    from equiglass.graphs import split_indices
+    test configurations (``config``'s split) of the dataset described by ``facts``; mean, std, count."""
     from equiglass.metrics import pearson_per_timescale, summarise
 
-    config = load_config(run_dir / "config.toml")
-    n = len(load_dataset(dataset))
-    test = split_indices(n, config.data.split, config.data.split_seed)[2]
+    dataset = Path(facts["path"])
     correlations = []
-    for data in trained.graphs(dataset, test):
+    for data in trained.graphs(dataset, config.split_of(facts["configurations"])["test"]):
         mask = data.target_mask.all(dim=1) & (data.types == 0)
         prediction = trained.predict(data)[:, [output]]
         correlations.append(pearson_per_timescale(prediction, data.y[:, [target]], mask))
     mean, std = summarise(torch.stack(correlations))
     return {"mean": float(mean[0]), "std": float(std[0]), "configurations": len(correlations),
-            "output_time": float(trained.times[output]), "target_time": float(load_dataset(dataset).times[target])}
+            "output_time": float(trained.times[output]), "target_time": float(facts["times"][target])}
 
 
 def _transfer(experiment: Experiment) -> dict[str, Any]:
@@ -429,7 +424,7 @@ def _transfer(experiment: Experiment) -> dict[str, Any]:
     from equiglass.evaluate import evaluate
 
     budget = experiment.spec.transfer
-    facts = [describe_dataset(d) for d in experiment.datasets]
+    facts = experiment.facts
     source_label = temperature_label(facts[0])
     tables = {}
     for name, _ in experiment.spec.runs:
@@ -454,9 +449,7 @@ def _transfer(experiment: Experiment) -> dict[str, Any]:
 def _features(experiment: Experiment) -> dict[str, Any]:
     """First-layer invariant features of each trained run against the classic descriptors."""
     from equiglass.checkpoint import load_checkpoint
-    from equiglass.config import load_config
     from equiglass.descriptors import DescriptorConfig, graph_descriptors
-    from equiglass.graphs import split_indices
     from equiglass.nn.equivariant import EquivariantPropensityModel
     from equiglass.nn.registry import build_model
 
@@ -465,13 +458,11 @@ def _features(experiment: Experiment) -> dict[str, Any]:
     names = descriptor_config.feature_names
     analyses = {}
     for name, _ in experiment.spec.runs:
-        run_dir = experiment.train(name, experiment.config(name, dataset))
-        trained = load_checkpoint(run_dir)
+        config = experiment.config(name, dataset)
+        trained = load_checkpoint(experiment.train(name, config))
         if not isinstance(trained.model, EquivariantPropensityModel):
             raise DataError(experiment.spec.path, f"run {name!r}: a features experiment needs equivariant models")
-        config = load_config(run_dir / "config.toml")
-        test = split_indices(len(load_dataset(dataset)), config.data.split, config.data.split_seed)[2]
-        graphs = list(trained.graphs(dataset, test))
+        graphs = list(trained.graphs(dataset, config.split_of(experiment.facts[0]["configurations"])["test"]))
         if len(graphs) < 2:
             raise DataError(dataset, "a features experiment needs at least 2 test configurations")
         torch.manual_seed(config.train.seed)

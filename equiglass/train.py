@@ -87,7 +87,7 @@ from equiglass.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoi
 from equiglass.config import RunConfig, config_from_dict, load_config, to_toml
 from equiglass.data.format import MANIFEST_NAME, atomic_write, load_dataset
 from equiglass.errors import DataError
-from equiglass.graphs import PropensityDataset, split_indices
+from equiglass.graphs import PropensityDataset
 from equiglass.metrics import PER_CONFIGURATION, pearson_per_timescale, summarise
 from equiglass.nn.bapst_gnn import cube_symmetry_augmentation
 from equiglass.nn.equivariant import EquivariantPropensityModel
@@ -101,8 +101,6 @@ log = logging.getLogger(__name__)
 CONFIG_TOML, CONFIG_JSON, RUN_RECORD, METRICS_CSV = "config.toml", "config.json", "run.json", "metrics.csv"
 #: Folder of the TensorBoard event files in a run directory (written only when tensorboard is installed).
 TENSORBOARD_DIR = "tensorboard"
-#: Names of the three parts of the split, in order.
-SPLIT_NAMES = ("train", "validation", "test")
 #: What ``val_pearson_*`` means, recorded in ``run.json``.
 METRIC_DEFINITION = (
     f"{PER_CONFIGURATION} Pearson correlation over the loss particle types of each validation configuration, "
@@ -247,7 +245,7 @@ def train(
             (run_dir / name).unlink(missing_ok=True)
     start = 0 if state is None else int(state["epoch"])
 
-    with distributed.setup(_device(config.train.device)) as parallel, _threads(config.train.threads), \
+    with distributed.setup(_device(config.train.device)) as parallel, _cpu_settings(config.train.threads), \
             _tensorboard(run_dir / TENSORBOARD_DIR, start, enabled=parallel.is_main) as tensorboard:
         device = parallel.device
         dataset = load_dataset(config.data.dataset)
@@ -542,8 +540,7 @@ def _resume_state(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
 
 def _split(config: RunConfig, dataset: Any) -> Split:
     """Split the configurations and open the training and validation graphs."""
-    parts = split_indices(len(dataset), config.data.split, config.data.split_seed)
-    indices = dict(zip(SPLIT_NAMES, parts))
+    indices = config.split_of(len(dataset))
     if len(indices["train"]) == 0 or len(indices["validation"]) == 0:
         raise DataError(config.path, f"[data] split {list(config.data.split)} of {len(dataset)} configurations "
                                      "leaves no training or no validation configuration")
@@ -615,7 +612,7 @@ def _tensorboard(log_dir: Path, start: int, enabled: bool = True) -> Iterator[An
 
 
 @contextmanager
-def _threads(threads: int | None) -> Iterator[None]:
+def _cpu_settings(threads: int | None) -> Iterator[None]:
     """Run with ``threads`` torch CPU threads (None: unchanged) and deterministic algorithms,
     restoring both afterwards.
 
