@@ -70,7 +70,7 @@ EQUIVARIANT_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def build_model(name: str, tensor_product: str = "fused") -> nn.Module:
-    """Model ``name`` of :data:`MODEL_NAMES`; ``tensor_product`` ("fused" or "e3nn") for the equivariant ones."""
+    """Model ``name`` of :data:`MODEL_NAMES`; ``tensor_product`` (see :data:`~equiglass.nn.convolution.TENSOR_PRODUCTS`) for the equivariant ones."""
     if name == "bapst":
         return BapstGNN(BapstConfig(n_timescales=N_TIMESCALES))
     options = EQUIVARIANT_OPTIONS[name]

@@ -12,7 +12,7 @@ the graph (the graph built anew for every step: an upper bound, training caches 
 A point is skipped, and the reason recorded, when a linear extrapolation from the
 previous size of the same model and phase predicts more than `--max-seconds` for one
 call, or more than `--memory-fraction` of the memory available (CPU: `MemAvailable`;
-CUDA: free device memory). Writes benchmarks/results/scaling-<device>[-e3nn].json.
+CUDA: free device memory). Writes benchmarks/results/scaling-<device>[-<tensor product>].json.
 
     python benchmarks/scaling.py                                    # N = 500 ... 32768
     python benchmarks/scaling.py --sizes 1000 4096 --repeats 2 --start lattice
@@ -48,6 +48,7 @@ from common import (
     write_json,
 )
 from equiglass.graphs import configuration_graph
+from equiglass.nn.convolution import TENSOR_PRODUCTS
 
 #: Models compared (names of `common.MODEL_NAMES`) and the phases timed for each.
 SCALING_MODELS = ("equivariant", "bapst")
@@ -100,16 +101,16 @@ def main() -> None:
                         help="skip a point predicted to take longer than this per call; stop repeating after this long")
     parser.add_argument("--memory-fraction", type=float, default=0.6,
                         help="skip a point predicted to need more than this fraction of the available memory")
-    parser.add_argument("--tensor-product", choices=["fused", "e3nn"], default="fused",
+    parser.add_argument("--tensor-product", choices=TENSOR_PRODUCTS, default="fused",
                         help="tensor product of the equivariant model (default: fused)")
     parser.add_argument("--start", choices=["melt", "lattice"], default="melt", help="how configurations are made")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=None, help="default: results/scaling-<device>[-e3nn].json")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/scaling-<device>[-<tensor product>].json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    suffix = "-e3nn" if args.tensor_product == "e3nn" else ""
+    suffix = "" if args.tensor_product == "fused" else f"-{args.tensor_product}"
     out = args.out or RESULTS / f"scaling-{device.type}{suffix}.json"
     machine = machine_info(device)
     print(json.dumps(machine), flush=True)

@@ -16,7 +16,7 @@ Data loading is timed two ways, per batch:
   `PropensityDataset` over a temporary equiglass dataset of these configurations;
 * ``cached`` (every later epoch: training keeps the graphs in memory): batch and move.
 
-Headline keys of the JSON written to benchmarks/results/train_step-<device>[-e3nn][-compile][-quick].json:
+Headline keys of the JSON written to benchmarks/results/train_step-<device>[-<tensor product>][-compile][-quick].json:
 
 * ``equivariant_over_bapst_cost_ratio``: training-step time of ``equivariant_matched``
   over that of ``bapst`` (parameter counts within 1 %), at the smallest batch size;
@@ -26,6 +26,7 @@ Headline keys of the JSON written to benchmarks/results/train_step-<device>[-e3n
     python benchmarks/train_step.py --quick          # equivariant_matched and bapst, batch 1, one repeat
     python benchmarks/train_step.py                  # every model, batch sizes 1 2 4 8, up to 3 repeats
     python benchmarks/train_step.py --tensor-product e3nn   # the plain e3nn tensor product
+    python benchmarks/train_step.py --tensor-product cuequivariance   # NVIDIA's kernels (on a GPU)
     python benchmarks/train_step.py --quick --profile       # also a torch.profiler table of one equivariant step
     python benchmarks/train_step.py --compile --models equivariant bapst --batch-sizes 1   # torch.compile
 """
@@ -71,7 +72,7 @@ from common import (
 )
 from equiglass.data.format import configuration_filename, write_configuration, write_manifest
 from equiglass.graphs import PropensityDataset
-from equiglass.nn.convolution import EquivariantConvolution, SphericalCouplings
+from equiglass.nn.convolution import TENSOR_PRODUCTS, EquivariantConvolution, SphericalCouplings
 from equiglass.nn.embedding import NodeEmbedding
 from equiglass.nn.radial import RadialEmbedding
 
@@ -265,7 +266,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--n-particles", type=int, default=4096)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
-    parser.add_argument("--tensor-product", choices=["fused", "e3nn"], default="fused",
+    parser.add_argument("--tensor-product", choices=TENSOR_PRODUCTS, default="fused",
                         help="tensor product of the equivariant models (default: fused)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per point (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model, at batch size 1")
@@ -280,7 +281,7 @@ def parse_arguments() -> argparse.Namespace:
                         help="only equivariant_matched and bapst, batch size 1, one repeat, no warmup")
     parser.add_argument("--profile", action="store_true", help="profile one equivariant training step")
     parser.add_argument("--out", type=Path, default=None,
-                        help="default: results/train_step-<device>[-e3nn][-compile][-quick].json")
+                        help="default: results/train_step-<device>[-<tensor product>][-compile][-quick].json")
     args = parser.parse_args()
     if args.quick:
         args.models, args.batch_sizes, args.repeats, args.warmup = ["equivariant_matched", "bapst"], [1], 1, 0
@@ -307,7 +308,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    suffix = ("-e3nn" if args.tensor_product == "e3nn" else "") + ("-compile" if args.compile else "") + (
+    suffix = ("" if args.tensor_product == "fused" else f"-{args.tensor_product}") + ("-compile" if args.compile else "") + (
         "-quick" if args.quick else "")
     out = args.out or RESULTS / f"train_step-{device.type}{suffix}.json"
 

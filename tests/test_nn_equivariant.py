@@ -18,6 +18,7 @@ from e3nn.util.test import assert_equivariant
 from torch_geometric.data import Batch, Data
 
 from equiglass.graphs import box_matrix, neighbour_list
+from equiglass.nn.cuequivariance import cuda_kernels_available, cuequivariance_available
 from equiglass.nn import (
     BesselBasis,
     EquivariantConfig,
@@ -369,19 +370,23 @@ def test_default_model_size_and_output_shape():
 # --------------------------------------------------------------------------- fast paths
 
 
+needs_cuequivariance = pytest.mark.skipif(not cuequivariance_available(), reason="cuequivariance-torch not installed")
+
+
+@pytest.mark.parametrize("backend", ["fused", pytest.param("cuequivariance", marks=needs_cuequivariance)])
 @pytest.mark.parametrize(("parity", "l_max", "energy"), [*VARIANTS, (True, 3, False)], ids=[*VARIANT_IDS, "O3-l3"])
-def test_fused_tensor_product_equals_e3nn(configuration, parity: bool, l_max: int, energy: bool):
-    """The fused tensor product (default) gives the plain e3nn module's outputs, features and
-    parameter gradients (training mode, every layer read out), with the same state dict."""
+def test_fast_tensor_product_equals_e3nn(configuration, backend: str, parity: bool, l_max: int, energy: bool):
+    """The fused (default) and cuEquivariance tensor products give the plain e3nn module's outputs
+    and parameter gradients (training mode, every layer read out), with the same state dict.
+    On CPU cuEquivariance runs its pure-PyTorch method; its CUDA kernels are checked below."""
     options = dict(parity=parity, l_max=l_max, use_potential_energy=energy, readout_all_layers=True)
     plain = make_model(tensor_product="e3nn", **options).train()
-    fused = make_model(**options).train()
-    assert fused.config.tensor_product == "fused"
-    fused.load_state_dict(plain.state_dict())
-    assert plain.state_dict().keys() == fused.state_dict().keys()
+    fast = make_model(tensor_product=backend, **options).train()
+    fast.load_state_dict(plain.state_dict())
+    assert plain.state_dict().keys() == fast.state_dict().keys()
     data = graph(*configuration)
     outputs = []
-    for model in (plain, fused):
+    for model in (plain, fast):
         out = model(data)
         (out**2).sum().backward()
         outputs.append((out, [p.grad for p in model.parameters()]))
@@ -389,3 +394,33 @@ def test_fused_tensor_product_equals_e3nn(configuration, parity: bool, l_max: in
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
     for got, want in zip(actual_grads, expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_kernels_available(), reason="needs a CUDA GPU and cuequivariance-ops-torch")
+def test_cuequivariance_kernels_equal_e3nn_on_gpu(configuration):
+    """On a GPU the cuEquivariance backend runs NVIDIA's uniform_1d kernel, in float32; its outputs
+    and parameter gradients equal the plain e3nn path's on the same GPU to float32 tolerance."""
+    torch.set_default_dtype(torch.float32)
+    options = dict(readout_all_layers=True, l_max=3)
+    plain = EquivariantPropensityModel(EquivariantConfig(**{**SMALL, **options, "tensor_product": "e3nn"})).cuda()
+    fast = EquivariantPropensityModel(EquivariantConfig(**{**SMALL, **options, "tensor_product": "cuequivariance"})).cuda()
+    assert fast.blocks[0].convolution.cuequivariance.method == "uniform_1d"
+    fast.load_state_dict(plain.state_dict())
+    data = graph(*configuration).to("cuda")
+    data.pos, data.box, data.potential_energy = data.pos.float(), data.box.float(), data.potential_energy.float()
+    outputs = []
+    for model in (plain, fast):
+        out = model.train()(data)
+        (out**2).sum().backward()
+        outputs.append((out, [p.grad for p in model.parameters()]))
+    (expected, expected_grads), (actual, actual_grads) = outputs
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    for got, want in zip(actual_grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+
+
+def test_cuequivariance_backend_without_the_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr("equiglass.nn.cuequivariance.cuequivariance_available", lambda: False)
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[cuequivariance\]'"):
+        EquivariantPropensityModel(EquivariantConfig(**{**SMALL, "tensor_product": "cuequivariance"}))

@@ -14,6 +14,8 @@ from e3nn import o3
 from e3nn.nn import BatchNorm, FullyConnectedNet, Gate
 from torch import nn
 
+from equiglass.nn.cuequivariance import CuEquivarianceTensorProduct
+
 
 def _uvu_instructions(
     irreps_in: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: o3.Irreps
@@ -41,7 +43,8 @@ def _uvu_instructions(
 #: A tensor-product path's coupling of the spherical harmonics: ``(l1, l2, l3)``.
 Triple = tuple[int, int, int]
 #: Implementations of the convolution's tensor product (see :class:`EquivariantConvolution`).
-TENSOR_PRODUCTS = ("fused", "e3nn")
+TENSOR_PRODUCTS = ("fused", "e3nn", "cuequivariance")
+TensorProductKind = Literal["fused", "e3nn", "cuequivariance"]
 
 
 class SphericalCouplings(nn.Module):
@@ -98,7 +101,8 @@ class EquivariantConvolution(nn.Module):
     messages of the ~40 neighbours are strongly correlated (the ``l = 0`` part is a local
     density), so their sum grows like :math:`\bar n`.
 
-    Two implementations of ``⊗``, equal to float rounding (tests/test_nn_equivariant.py):
+    Three implementations of ``⊗``, equal to float rounding (tests/test_nn_equivariant.py,
+    tests/test_cuequivariance.py):
 
     * ``"e3nn"``: the :class:`e3nn.o3.TensorProduct` module itself;
     * ``"fused"`` (default, faster, see benchmarks/README.md): :meth:`fused_message_sum`,
@@ -109,7 +113,9 @@ class EquivariantConvolution(nn.Module):
       zero-filled copy of the whole input per path) and the concatenation of the
       ``[E, 560]`` messages (default model). It uses the instructions, path weights and
       output layout of the e3nn module, which it keeps (it has no parameters), so
-      checkpoints are the same for both.
+      checkpoints are the same for both;
+    * ``"cuequivariance"``: NVIDIA's cuEquivariance, for GPUs (optional package, see
+      :mod:`equiglass.nn.cuequivariance`), same parameters again.
 
     Args:
         irreps_in: node features in.
@@ -118,7 +124,7 @@ class EquivariantConvolution(nn.Module):
         num_basis: size of the radial embedding.
         radial_hidden: hidden layer sizes of the radial MLP.
         avg_num_neighbours: the normaliser :math:`\bar n`.
-        tensor_product: ``"fused"`` or ``"e3nn"``.
+        tensor_product: ``"fused"``, ``"e3nn"`` or ``"cuequivariance"``.
 
     Shapes: ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
     ``edge_radial [E, num_basis]``, optional ``couplings`` (a superset of :attr:`triples`, see
@@ -133,7 +139,7 @@ class EquivariantConvolution(nn.Module):
         num_basis: int,
         radial_hidden: tuple[int, ...],
         avg_num_neighbours: float,
-        tensor_product: Literal["fused", "e3nn"] = "fused",
+        tensor_product: TensorProductKind = "fused",
     ) -> None:
         super().__init__()
         if tensor_product not in TENSOR_PRODUCTS:
@@ -184,6 +190,8 @@ class EquivariantConvolution(nn.Module):
         self.input_shapes = [(mul, ir.dim) for mul, ir in self.irreps_in]  # plain ints: no e3nn objects in forward
         self.triples = {path[1] for path in self.paths}
         self.spherical_couplings = SphericalCouplings(self.irreps_sh, self.triples)
+        if tensor_product == "cuequivariance":
+            self.cuequivariance = CuEquivarianceTensorProduct(self.tensor_product)
 
     def forward(
         self,
@@ -200,6 +208,8 @@ class EquivariantConvolution(nn.Module):
             source, target = edge_index
             messages = self.tensor_product(x[source], edge_sh, weights)
             summed = messages.new_zeros(x.shape[0], messages.shape[1]).index_add(0, target, messages)
+        elif self.tensor_product_kind == "cuequivariance":
+            summed = self.cuequivariance(x, edge_index, edge_sh, weights)
         else:
             if couplings is None:
                 couplings = self.spherical_couplings(edge_sh)
@@ -275,7 +285,7 @@ class InteractionBlock(nn.Module):
         radial_hidden: tuple[int, ...],
         avg_num_neighbours: float,
         batch_norm: bool = True,
-        tensor_product: Literal["fused", "e3nn"] = "fused",
+        tensor_product: TensorProductKind = "fused",
     ) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)

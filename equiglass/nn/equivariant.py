@@ -15,7 +15,6 @@ Units: lengths in LJ units (σ_AA), energies in LJ units (ε_AA).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from e3nn import o3
@@ -23,7 +22,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from equiglass.graphs import DEFAULT_CUTOFF, edge_vectors
-from equiglass.nn.convolution import TENSOR_PRODUCTS, InteractionBlock, SphericalCouplings
+from equiglass.nn.convolution import TENSOR_PRODUCTS, InteractionBlock, SphericalCouplings, TensorProductKind
 from equiglass.nn.embedding import NodeEmbedding
 from equiglass.nn.radial import RadialEmbedding
 
@@ -66,7 +65,8 @@ class EquivariantConfig:
         batch_norm: :class:`e3nn.nn.BatchNorm` in every block (see
             :class:`~equiglass.nn.convolution.InteractionBlock` for why).
         tensor_product: implementation of the convolutions' tensor products, ``"fused"``
-            (default, faster) or ``"e3nn"`` (the plain e3nn module); same parameters, same
+            (default, fastest on CPU), ``"e3nn"`` (the plain e3nn module) or ``"cuequivariance"``
+            (NVIDIA's cuEquivariance, for GPUs; optional package); same parameters, same
             outputs to float rounding (see :class:`~equiglass.nn.convolution.EquivariantConvolution`).
     """
 
@@ -85,7 +85,7 @@ class EquivariantConfig:
     readout_all_layers: bool = False
     parity: bool = True
     batch_norm: bool = True
-    tensor_product: Literal["fused", "e3nn"] = "fused"
+    tensor_product: TensorProductKind = "fused"
 
     def __post_init__(self) -> None:
         positive = {
