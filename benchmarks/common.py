@@ -20,6 +20,7 @@ Peak memory is a *delta* over what the process held just before the measured cal
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import gc
@@ -44,9 +45,11 @@ import vesin
 from torch import nn
 from torch_geometric.data import Batch, Data
 
+from equiglass.allocator import retain_freed_memory
 from equiglass.md import kob_andersen
 from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
 from equiglass.nn.equivariant import EquivariantConfig, EquivariantPropensityModel
+from equiglass.train import mixed_precision
 
 #: Where the benchmarks write their JSON files (and the cached configurations).
 RESULTS = Path(__file__).parent / "results"
@@ -75,6 +78,22 @@ def build_model(name: str, tensor_product: str = "fused") -> nn.Module:
         return BapstGNN(BapstConfig(n_timescales=N_TIMESCALES))
     options = EQUIVARIANT_OPTIONS[name]
     return EquivariantPropensityModel(EquivariantConfig(n_timescales=N_TIMESCALES, tensor_product=tensor_product, **options))
+
+
+def add_cpu_options(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--malloc``, applied by :func:`apply_cpu_options`."""
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--malloc", choices=["retain", "default"], default="retain",
+                        help="retain: glibc malloc keeps freed memory, as training sets it (equiglass.allocator); "
+                             "default: glibc's own behaviour")
+
+
+def apply_cpu_options(args: argparse.Namespace) -> None:
+    """Set the torch thread count and the allocator as ``args`` (see :func:`add_cpu_options`) say."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.malloc == "retain":
+        retain_freed_memory()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -233,10 +252,15 @@ def propensity_loss(prediction: torch.Tensor, batch: Data) -> torch.Tensor:
     return (prediction - batch.y)[mask].square().mean()
 
 
-def training_step(model: nn.Module, optimiser: torch.optim.Optimizer, batch: Data, grad_clip: float = 1.0) -> None:
-    """One optimiser step: forward, loss, backward, gradient-norm clipping, update."""
+def training_step(
+    model: nn.Module, optimiser: torch.optim.Optimizer, batch: Data, grad_clip: float = 1.0, precision: str = "float32"
+) -> None:
+    """One optimiser step: forward (under autocast to ``precision``, as training runs it), loss,
+    backward, gradient-norm clipping, update."""
     optimiser.zero_grad(set_to_none=True)
-    propensity_loss(model(batch), batch).backward()
+    with mixed_precision(batch.pos.device, precision):
+        prediction = model(batch)
+    propensity_loss(prediction.float(), batch).backward()
     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimiser.step()
 
@@ -246,9 +270,9 @@ def forward_backward(model: nn.Module, batch: Data) -> None:
     propensity_loss(model(batch), batch).backward()
 
 
-def inference(model: nn.Module, batch: Data) -> None:
-    """Forward without autograd (the model should be in eval mode)."""
-    with torch.no_grad():
+def inference(model: nn.Module, batch: Data, precision: str = "float32") -> None:
+    """Forward without autograd (the model should be in eval mode), under autocast to ``precision``."""
+    with torch.no_grad(), mixed_precision(batch.pos.device, precision):
         model(batch)
 
 

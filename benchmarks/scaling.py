@@ -34,6 +34,8 @@ import torch
 from common import (
     CUTOFF,
     RESULTS,
+    add_cpu_options,
+    apply_cpu_options,
     build_model,
     forward_backward,
     inference,
@@ -104,13 +106,13 @@ def main() -> None:
     parser.add_argument("--tensor-product", choices=TENSOR_PRODUCTS, default="fused",
                         help="tensor product of the equivariant model (default: fused)")
     parser.add_argument("--start", choices=["melt", "lattice"], default="melt", help="how configurations are made")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_cpu_options(parser)
     parser.add_argument("--out", type=Path, default=None, help="default: results/scaling-<device>[-<tensor product>].json")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_cpu_options(args)
     device = resolve_device(args.device)
-    suffix = "" if args.tensor_product == "fused" else f"-{args.tensor_product}"
+    suffix = ("" if args.tensor_product == "fused" else f"-{args.tensor_product}") + (
+        "" if args.malloc == "retain" else "-malloc-default")
     out = args.out or RESULTS / f"scaling-{device.type}{suffix}.json"
     machine = machine_info(device)
     print(json.dumps(machine), flush=True)

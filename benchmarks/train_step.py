@@ -16,7 +16,7 @@ Data loading is timed two ways, per batch:
   `PropensityDataset` over a temporary equiglass dataset of these configurations;
 * ``cached`` (every later epoch: training keeps the graphs in memory): batch and move.
 
-Headline keys of the JSON written to benchmarks/results/train_step-<device>[-<tensor product>][-compile][-quick].json:
+Headline keys of the JSON written to benchmarks/results/train_step-<device>[-<tensor product>][-compile][-<precision>][-quick].json:
 
 * ``equivariant_over_bapst_cost_ratio``: training-step time of ``equivariant_matched``
   over that of ``bapst`` (parameter counts within 1 %), at the smallest batch size;
@@ -56,6 +56,8 @@ from common import (
     RESULTS,
     TEMPERATURE,
     Configurations,
+    add_cpu_options,
+    apply_cpu_options,
     build_model,
     inference,
     ka_configurations,
@@ -144,8 +146,8 @@ def benchmark_model(
     n_particles = graphs[0].num_nodes
     single = to_batch(graphs[:1], device)
     phases = {
-        "train": (True, lambda batch: training_step(runner, optimiser, batch)),
-        "inference": (False, lambda batch: inference(runner, batch)),
+        "train": (True, lambda batch: training_step(runner, optimiser, batch, precision=options.precision)),
+        "inference": (False, lambda batch: inference(runner, batch, options.precision)),
     }
     warmup_s: dict[str, list[float]] = {phase: [] for phase in phases}
     for _ in range(options.warmup):
@@ -274,14 +276,16 @@ def parse_arguments() -> argparse.Namespace:
                         help="skip a point predicted to take longer than this per call; stop repeating after this long")
     parser.add_argument("--memory-fraction", type=float, default=0.6,
                         help="skip a point predicted to need more than this fraction of the available memory")
+    parser.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
+                        help="autocast the forward passes to this dtype, as [train] precision does")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile(dynamic=True) every model; the first warm-up call of each phase compiles")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_cpu_options(parser)
     parser.add_argument("--quick", action="store_true",
                         help="only equivariant_matched and bapst, batch size 1, one repeat, no warmup")
     parser.add_argument("--profile", action="store_true", help="profile one equivariant training step")
     parser.add_argument("--out", type=Path, default=None,
-                        help="default: results/train_step-<device>[-<tensor product>][-compile][-quick].json")
+                        help="default: results/train_step-<device>[-<tensor product>][-compile][-<precision>][-quick].json")
     args = parser.parse_args()
     if args.quick:
         args.models, args.batch_sizes, args.repeats, args.warmup = ["equivariant_matched", "bapst"], [1], 1, 0
@@ -305,10 +309,11 @@ def time_loading_both_ways(
 
 def main() -> None:
     args = parse_arguments()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_cpu_options(args)
     device = resolve_device(args.device)
     suffix = ("" if args.tensor_product == "fused" else f"-{args.tensor_product}") + ("-compile" if args.compile else "") + (
+        "" if args.precision == "float32" else f"-{args.precision}") + (
+        "" if args.malloc == "retain" else "-malloc-default") + (
         "-quick" if args.quick else "")
     out = args.out or RESULTS / f"train_step-{device.type}{suffix}.json"
 

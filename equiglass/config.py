@@ -33,6 +33,7 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     init_from = "../runs/T0.6"         # transfer: start from this run's (or checkpoint's) backbone, fresh decoder
     freeze_backbone = false            # transfer: train only the decoder (needs init_from)
     compile = false                    # torch.compile the model for the training steps (see equiglass.train)
+    precision = "float32"              # or "bfloat16" / "float16": autocast of the training steps (see equiglass.train)
 
 :func:`load_config` parses and checks a file into a :class:`RunConfig`; every error is a
 :class:`~equiglass.errors.DataError` naming the file, the section and the key.
@@ -130,6 +131,7 @@ class TrainConfig:
     init_from: str | None = None
     freeze_backbone: bool = False
     compile: bool = False
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
 
     def __post_init__(self) -> None:
         if self.freeze_backbone and self.init_from is None:

@@ -45,6 +45,12 @@ decoder, the backbone's normalisation layers kept on their stored statistics.
 ``torch.compile(dynamic=True)`` (one compilation for every graph size, paid in the first
 step); validation and checkpoints use the eager model, which shares its parameters.
 
+**Mixed precision** (``precision = "bfloat16"`` or ``"float16"``): the training steps'
+forward passes run under :func:`torch.autocast` (matrix products in the lower precision,
+parameters, optimiser and loss in float32; ``float16`` with a
+:class:`torch.amp.GradScaler`); validation, test and checkpoints stay in float32. Off by
+default: see benchmarks/README.md for its speed and its effect on the demo's Pearson.
+
 **Data parallel**: launched by ``torchrun`` (``WORLD_SIZE > 1``), each process trains on its
 share of every global batch of ``batch_size`` configurations, with DistributedDataParallel;
 rank 0 writes the run directory (see :mod:`equiglass.distributed`).
@@ -83,6 +89,7 @@ from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 from equiglass import __version__, distributed
+from equiglass.allocator import retain_freed_memory
 from equiglass.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint, save_checkpoint
 from equiglass.config import RunConfig, config_from_dict, load_config, to_toml
 from equiglass.data.format import MANIFEST_NAME, atomic_write, load_dataset
@@ -328,11 +335,14 @@ class _Run:
             if settings.schedule == "plateau"
             else None
         )
+        # loss scaling for float16 only (a no-op pass-through otherwise)
+        scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "float16")
         generator = torch.Generator().manual_seed(settings.seed)
         start = 0
         if state is not None:
             start = self._restore(state)
             optimiser.load_state_dict(state["optimiser"])
+            scaler.load_state_dict(state.get("scaler", {}))
             if plateau is not None:
                 plateau.load_state_dict(state["scheduler"])
             generator.set_state(state["generator"])
@@ -359,12 +369,16 @@ class _Run:
                 if settings.augment:
                     batch = cube_symmetry_augmentation(batch, generator)
                 batch = self.parallel.shard_batch(batch)
-                loss = self.parallel.global_loss(self.objective.loss(forward(batch), batch), self.objective.mask(batch).sum())
+                with mixed_precision(device, settings.precision):
+                    output = forward(batch)
+                loss = self.parallel.global_loss(self.objective.loss(output.float(), batch), self.objective.mask(batch).sum())
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if settings.grad_clip > 0:
+                    scaler.unscale_(optimiser)
                     nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-                optimiser.step()
+                scaler.step(optimiser)
+                scaler.update()
                 losses.append(loss.item())
             validate = epoch % settings.eval_every == 0 or epoch == settings.epochs
             scores = self._validate(split.validation, device) if validate else None
@@ -375,6 +389,7 @@ class _Run:
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_pearson=f"{row['val_pearson_mean']:.4f}")
             self._end_epoch(row, lambda: {
                 "optimiser": optimiser.state_dict(),
+                "scaler": scaler.state_dict(),
                 "scheduler": {} if plateau is None else plateau.state_dict(),
                 "generator": generator.get_state(),
                 "random_states": _random_states(device),
@@ -579,6 +594,12 @@ def _cosine_learning_rate(base: float, step: int, total_steps: int) -> float:
     return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
+def mixed_precision(device: torch.device, precision: str) -> torch.autocast:
+    """:func:`torch.autocast` to ``precision`` on ``device``; disabled for ``"float32"``."""
+    lower = precision != "float32"
+    return torch.autocast(device.type, dtype=getattr(torch, precision) if lower else None, enabled=lower)
+
+
 def _device(name: str) -> torch.device:
     """``"auto"``: CUDA when available, else the CPU."""
     if name == "auto":
@@ -614,7 +635,8 @@ def _tensorboard(log_dir: Path, start: int, enabled: bool = True) -> Iterator[An
 @contextmanager
 def _cpu_settings(threads: int | None) -> Iterator[None]:
     """Run with ``threads`` torch CPU threads (None: unchanged) and deterministic algorithms,
-    restoring both afterwards.
+    restoring both afterwards; and with glibc's ``malloc`` keeping freed memory for the next
+    step (:func:`~equiglass.allocator.retain_freed_memory`, process-wide and lasting).
 
     Deterministic algorithms: with several CPU threads the backward of an index (``x[sender]``)
     otherwise accumulates in a thread-dependent order, and two identical runs of the Bapst GNN
@@ -627,6 +649,7 @@ def _cpu_settings(threads: int | None) -> Iterator[None]:
     if threads is not None:
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    retain_freed_memory()
     try:
         yield
     finally:

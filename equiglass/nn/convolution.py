@@ -200,20 +200,30 @@ class EquivariantConvolution(nn.Module):
         edge_sh: torch.Tensor,
         edge_radial: torch.Tensor,
         couplings: dict[Triple, torch.Tensor] | None = None,
+        edge_precision: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """``x [N, irreps_in.dim]`` -> ``[N, irreps_out.dim]``; see the class docstring."""
+        """``x [N, irreps_in.dim]`` -> ``[N, irreps_out.dim]``; see the class docstring.
+
+        ``edge_precision`` (mixed precision, e.g. ``torch.bfloat16``): run the edge-wise work
+        under :func:`torch.autocast` to that dtype: the radial MLP, and the fused tensor product's
+        matrix products (e3nn's and cuEquivariance's modules do not support autocast and keep
+        the dtype of ``x``). Messages are summed, and node features kept, in the dtype of ``x``.
+        """
         x = self.linear_in(x)
-        weights = self.radial(edge_radial)
+        lower = edge_precision is not None
+        with torch.autocast(x.device.type, dtype=edge_precision if lower else None, enabled=lower):
+            weights = self.radial(edge_radial)
+            if self.tensor_product_kind == "fused":
+                if couplings is None:
+                    couplings = self.spherical_couplings(edge_sh)
+                summed = self.fused_message_sum(x, edge_index, couplings, weights)
+        weights = weights.to(x.dtype)
         if self.tensor_product_kind == "e3nn":
             source, target = edge_index
             messages = self.tensor_product(x[source], edge_sh, weights)
             summed = messages.new_zeros(x.shape[0], messages.shape[1]).index_add(0, target, messages)
         elif self.tensor_product_kind == "cuequivariance":
             summed = self.cuequivariance(x, edge_index, edge_sh, weights)
-        else:
-            if couplings is None:
-                couplings = self.spherical_couplings(edge_sh)
-            summed = self.fused_message_sum(x, edge_index, couplings, weights)
         return self.linear_out(summed / self.avg_num_neighbours)
 
     def fused_message_sum(
@@ -239,7 +249,7 @@ class EquivariantConvolution(nn.Module):
                 message = torch.bmm(feature, coupling) * weight.unsqueeze(-1)
             else:
                 message = torch.bmm(feature * weight.unsqueeze(-1), coupling)
-            message = message.reshape(n_edges, -1)
+            message = message.reshape(n_edges, -1).to(x.dtype)  # summed in x's precision under autocast too
             sums[i_out] = path_weight * message.new_zeros(n_nodes, message.shape[1]).index_add_(0, target, message)
         return torch.cat(sums, dim=1)
 
@@ -272,8 +282,8 @@ class InteractionBlock(nn.Module):
         batch_norm: use :class:`e3nn.nn.BatchNorm` (True) or nothing.
 
     Shapes: ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
-    ``edge_radial [E, num_basis]``, optional ``couplings`` (see :class:`EquivariantConvolution`)
-    -> ``[N, irreps_out.dim]``.
+    ``edge_radial [E, num_basis]``, optional ``couplings`` and ``edge_precision`` (see
+    :class:`EquivariantConvolution`) -> ``[N, irreps_out.dim]``.
     """
 
     def __init__(
@@ -316,8 +326,9 @@ class InteractionBlock(nn.Module):
         edge_sh: torch.Tensor,
         edge_radial: torch.Tensor,
         couplings: dict[Triple, torch.Tensor] | None = None,
+        edge_precision: torch.dtype | None = None,
     ) -> torch.Tensor:
         """``x [N, irreps_in.dim]`` -> ``[N, irreps_out.dim]``; see the class docstring."""
-        h = self.convolution(x, edge_index, edge_sh, edge_radial, couplings) + self.self_interaction(x)
+        h = self.convolution(x, edge_index, edge_sh, edge_radial, couplings, edge_precision) + self.self_interaction(x)
         h = self.gate(self.norm(h))
         return x + h if self.residual else h

@@ -187,21 +187,29 @@ class EquivariantPropensityModel(nn.Module):
     def node_features(self, data: Data) -> list[torch.Tensor]:
         """Equivariant node features after every interaction block.
 
+        Under :func:`torch.autocast` (mixed-precision training) only the convolutions' edge-wise
+        work runs in the lower precision (see :class:`~equiglass.nn.convolution.EquivariantConvolution`):
+        e3nn's linear maps do not support autocast, and the node features, normalisation and
+        neighbour sums stay in the parameters' dtype.
+
         Returns:
             ``n_layers`` tensors, the k-th ``[N, config.layer_irreps[k].dim]`` with irreps
             ``config.layer_irreps[k]`` (e3nn layout, ``l = 0`` channels first).
         """
-        dtype = next(self.parameters()).dtype
-        vectors = edge_vectors(data.pos.to(dtype), data.edge_index, data.edge_shift, data.box, data.batch)
-        edge_sh = self.spherical_harmonics(vectors)
-        edge_radial = self.radial_embedding(vectors.norm(dim=-1))
-        energy = data.potential_energy if self.config.use_potential_energy and "potential_energy" in data else None
-        couplings = self.spherical_couplings(edge_sh) if self.config.tensor_product == "fused" else None
-        x = self.embedding(data.types, energy)
-        features = []
-        for block in self.blocks:
-            x = block(x, data.edge_index, edge_sh, edge_radial, couplings)
-            features.append(x)
+        device_type = data.pos.device.type
+        edge_precision = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        with torch.autocast(device_type, enabled=False):
+            dtype = next(self.parameters()).dtype
+            vectors = edge_vectors(data.pos.to(dtype), data.edge_index, data.edge_shift, data.box, data.batch)
+            edge_sh = self.spherical_harmonics(vectors)
+            edge_radial = self.radial_embedding(vectors.norm(dim=-1))
+            energy = data.potential_energy if self.config.use_potential_energy and "potential_energy" in data else None
+            couplings = self.spherical_couplings(edge_sh) if self.config.tensor_product == "fused" else None
+            x = self.embedding(data.types, energy)
+            features = []
+            for block in self.blocks:
+                x = block(x, data.edge_index, edge_sh, edge_radial, couplings, edge_precision)
+                features.append(x)
         return features
 
     def forward(self, data: Data) -> torch.Tensor:
