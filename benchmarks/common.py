@@ -308,13 +308,17 @@ def measure_point(
 ) -> dict[str, Any]:
     """Median time and peak memory of ``call`` (see :func:`measure`), or why it did not run.
 
+    One call measures the peak memory (and is timed as ``first_call_s``: it starts after
+    :class:`PeakMemory` has returned freed memory to the OS), then ``repeats`` timed calls
+    give the median: the steady state of a training loop.
+
     ``previous`` is the result of the same measurement at the next smaller size (None for
     the first), ``growth`` the ratio of the sizes. The point is skipped when the previous
     one did not run, or when its time or memory, scaled linearly by ``growth``, exceeds
     ``max_seconds`` per call or ``memory_fraction`` of :func:`available_memory_mib`.
 
     Returns:
-        ``{"seconds", "times_s", "peak_memory_mib", "memory_kind"}``, or ``{"skipped": why}``,
+        ``{"seconds", "times_s", "first_call_s", "peak_memory_mib", "memory_kind"}``, or ``{"skipped": why}``,
         or ``{"failed": why}`` after an out-of-memory error.
     """
     if previous is not None:
@@ -331,11 +335,15 @@ def measure_point(
                 "available"
             }
     try:
+        # the memory probe hands freed memory back to the OS first, so this call pays the
+        # first-touch page faults of every tensor: timed apart, not in the median
         with PeakMemory(device) as memory:
-            times = measure(call, device, repeats, max_seconds)
+            first = measure(call, device, 1, max_seconds)
+        times = measure(call, device, repeats, max_seconds - first[0])
     except (torch.OutOfMemoryError, MemoryError) as error:
         return {"failed": f"out of memory: {str(error).splitlines()[0]}"}
-    return {"seconds": median(times), "times_s": times, "peak_memory_mib": memory.mib, "memory_kind": memory.kind}
+    return {"seconds": median(times), "times_s": times, "first_call_s": first[0], "peak_memory_mib": memory.mib,
+            "memory_kind": memory.kind}
 
 
 def median(values: list[float]) -> float:
@@ -402,9 +410,11 @@ def _proc_status_mib(key: str) -> float:
 
 
 def available_memory_mib(device: torch.device) -> float:
-    """Free memory of ``device`` in MiB: CUDA free memory, or the OS's ``MemAvailable``."""
+    """Free memory of ``device`` in MiB: CUDA free memory, or the OS's ``MemAvailable`` once this
+    process has handed back the freed memory it keeps (see :mod:`equiglass.allocator`)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0] / 2**20
+    _malloc_trim()
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
