@@ -6,7 +6,8 @@ block above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps
 freed, so every step pays a page fault, and the kernel's zero-filling, for every page of
 every large tensor, again and again. :func:`retain_freed_memory` makes ``malloc`` take
 every block from its heap and keep freed memory for the next step: the process's resident
-memory then stays near the step's peak, which the next step needs anyway. Measured in
+memory then stays near the step's peak, which the next step needs anyway (a little above
+it: heap fragmentation, 1.02-1.14x measured on training loops, then flat). Measured in
 benchmarks/README.md (training steps 1.2-2x faster on the CPU, more at larger batches).
 """
 
