@@ -101,8 +101,7 @@ class EquivariantConvolution(nn.Module):
     messages of the ~40 neighbours are strongly correlated (the ``l = 0`` part is a local
     density), so their sum grows like :math:`\bar n`.
 
-    Three implementations of ``⊗``, equal to float rounding (tests/test_nn_equivariant.py,
-    tests/test_cuequivariance.py):
+    Three implementations of ``⊗``, equal to float rounding (tests/test_nn_equivariant.py):
 
     * ``"e3nn"``: the :class:`e3nn.o3.TensorProduct` module itself;
     * ``"fused"`` (default, faster, see benchmarks/README.md): :meth:`fused_message_sum`,
