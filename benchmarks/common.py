@@ -21,8 +21,6 @@ Peak memory is a *delta* over what the process held just before the measured cal
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import gc
 import json
 import math
@@ -45,7 +43,7 @@ import vesin
 from torch import nn
 from torch_geometric.data import Batch, Data
 
-from equiglass.allocator import retain_freed_memory
+from equiglass.allocator import release_freed_memory, retain_freed_memory
 from equiglass.md import kob_andersen
 from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
 from equiglass.nn.equivariant import EquivariantConfig, EquivariantPropensityModel
@@ -371,7 +369,7 @@ class PeakMemory:
             self.kind = "cuda max_memory_allocated delta"
         else:
             gc.collect()
-            _malloc_trim()
+            release_freed_memory()
             try:
                 Path("/proc/self/clear_refs").write_text("5")
                 self.kind = "cpu RSS high-water delta (VmHWM after malloc_trim + clear_refs)"
@@ -390,14 +388,6 @@ class PeakMemory:
             self.mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - self._before
 
 
-def _malloc_trim() -> None:
-    """Return the C heap's free memory to the OS (glibc only; a no-op elsewhere)."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
 def _proc_status_mib(key: str) -> float:
     """A ``kB`` entry of ``/proc/self/status`` in MiB (NaN where it cannot be read)."""
     try:
@@ -414,7 +404,7 @@ def available_memory_mib(device: torch.device) -> float:
     process has handed back the freed memory it keeps (see :mod:`equiglass.allocator`)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0] / 2**20
-    _malloc_trim()
+    release_freed_memory()
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

@@ -72,6 +72,7 @@ from common import (
     training_step,
     write_json,
 )
+from equiglass.config import PRECISIONS
 from equiglass.data.format import configuration_filename, write_configuration, write_manifest
 from equiglass.graphs import PropensityDataset
 from equiglass.nn.convolution import TENSOR_PRODUCTS, EquivariantConvolution, SphericalCouplings
@@ -276,7 +277,7 @@ def parse_arguments() -> argparse.Namespace:
                         help="skip a point predicted to take longer than this per call; stop repeating after this long")
     parser.add_argument("--memory-fraction", type=float, default=0.6,
                         help="skip a point predicted to need more than this fraction of the available memory")
-    parser.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="autocast the forward passes to this dtype, as [train] precision does")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile(dynamic=True) every model; the first warm-up call of each phase compiles")

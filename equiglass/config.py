@@ -63,6 +63,9 @@ from equiglass.nn.ridge import DEFAULT_ALPHAS
 SECTIONS = ("data", "model", "train")
 #: Names of the three parts of ``[data] split``, in order.
 SPLIT_NAMES = ("train", "validation", "test")
+#: ``[train] precision``: the dtype the training forwards are autocast to.
+Precision = Literal["float32", "bfloat16", "float16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ class TrainConfig:
     init_from: str | None = None
     freeze_backbone: bool = False
     compile: bool = False
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    precision: Precision = "float32"
 
     def __post_init__(self) -> None:
         if self.freeze_backbone and self.init_from is None:

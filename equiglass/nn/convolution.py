@@ -7,7 +7,7 @@ Edge convention (see :mod:`equiglass.graphs`): ``edge_index[0] = j`` is the neig
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from e3nn import o3
@@ -43,8 +43,8 @@ def _uvu_instructions(
 #: A tensor-product path's coupling of the spherical harmonics: ``(l1, l2, l3)``.
 Triple = tuple[int, int, int]
 #: Implementations of the convolution's tensor product (see :class:`EquivariantConvolution`).
-TENSOR_PRODUCTS = ("fused", "e3nn", "cuequivariance")
 TensorProductKind = Literal["fused", "e3nn", "cuequivariance"]
+TENSOR_PRODUCTS: tuple[str, ...] = get_args(TensorProductKind)
 
 
 class SphericalCouplings(nn.Module):
