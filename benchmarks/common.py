@@ -43,11 +43,11 @@ import vesin
 from torch import nn
 from torch_geometric.data import Batch, Data
 
-from equiglass.allocator import release_freed_memory, retain_freed_memory
-from equiglass.md import kob_andersen
+from equiglass.training.runtime import release_freed_memory, retain_freed_memory
+from equiglass.physics import kob_andersen
 from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
 from equiglass.nn.equivariant import EquivariantConfig, EquivariantPropensityModel
-from equiglass.train import mixed_precision
+from equiglass.training.loop import mixed_precision
 
 #: Where the benchmarks write their JSON files (and the cached configurations).
 RESULTS = Path(__file__).parent / "results"
@@ -82,7 +82,7 @@ def add_cpu_options(parser: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--malloc``, applied by :func:`apply_cpu_options`."""
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--malloc", choices=["retain", "default"], default="retain",
-                        help="retain: glibc malloc keeps freed memory, as training sets it (equiglass.allocator); "
+                        help="retain: glibc malloc keeps freed memory, as training sets it (equiglass.training.runtime); "
                              "default: glibc's own behaviour")
 
 
@@ -218,7 +218,7 @@ def ka_configurations(
     rng = np.random.default_rng(seed)
     lattice, types = kob_andersen.initial_positions(n_particles, box, rng, start="lattice")
     if start == "melt":
-        from equiglass.md.lammps import KobAndersenLammps
+        from equiglass.simulate.lammps import KobAndersenLammps
 
         snapshots = []
         with KobAndersenLammps(lattice, types, box, temperature=TEMPERATURE, seed=seed) as engine:
@@ -401,7 +401,7 @@ def _proc_status_mib(key: str) -> float:
 
 def available_memory_mib(device: torch.device) -> float:
     """Free memory of ``device`` in MiB: CUDA free memory, or the OS's ``MemAvailable`` once this
-    process has handed back the freed memory it keeps (see :mod:`equiglass.allocator`)."""
+    process has handed back the freed memory it keeps (see :mod:`equiglass.training.runtime`)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0] / 2**20
     release_freed_memory()

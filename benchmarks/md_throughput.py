@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from equiglass.md import kob_andersen
-from equiglass.md.lammps import KobAndersenLammps, lammps_version
+from equiglass.physics import kob_andersen
+from equiglass.simulate.lammps import KobAndersenLammps, lammps_version
 
 
 def steps_per_second(n_particles: int, threads: int, temperature: float, seconds: float, seed: int) -> float:

@@ -49,7 +49,7 @@ from common import (
     to_batch,
     write_json,
 )
-from equiglass.graphs import configuration_graph
+from equiglass.data.graphs import configuration_graph
 from equiglass.nn.convolution import TENSOR_PRODUCTS
 
 #: Models compared (names of `common.MODEL_NAMES`) and the phases timed for each.

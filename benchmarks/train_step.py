@@ -72,9 +72,9 @@ from common import (
     training_step,
     write_json,
 )
-from equiglass.config import PRECISIONS
+from equiglass.training.config import PRECISIONS
 from equiglass.data.format import configuration_filename, write_configuration, write_manifest
-from equiglass.graphs import PropensityDataset
+from equiglass.data.graphs import PropensityDataset
 from equiglass.nn.convolution import TENSOR_PRODUCTS, EquivariantConvolution, SphericalCouplings
 from equiglass.nn.embedding import NodeEmbedding
 from equiglass.nn.radial import RadialEmbedding

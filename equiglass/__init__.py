@@ -1,10 +1,18 @@
 """equiglass: SE(3)-equivariant graph neural networks for glassy liquids.
 
-Subpackages:
-    equiglass.md      Kob-Andersen model, LAMMPS engine, iso-configurational generator, observables
-    equiglass.data    the on-disk dataset format and the Bapst et al. (2020) file reader
-    equiglass.graphs  periodic neighbour lists and PyG graphs
-    equiglass.nn      models (issue 3)
+The layers, each importing only those before it:
+
+    equiglass.physics      the Kob-Andersen model and the observables of its dynamics (pure numpy)
+    equiglass.data         the dataset format, the Bapst et al. reader, periodic graphs, descriptors
+    equiglass.simulate     the LAMMPS engine and the iso-configurational dataset generator
+    equiglass.nn           the equivariant model, the invariant baselines, the model registry
+    equiglass.training     run configs, the objective, the training loop, checkpoints
+    equiglass.analysis     evaluation, predictions, equivariance checks, feature analysis
+    equiglass.experiments  PCL22's experiments as TOML specs
+    equiglass.cli          the command line
+
+``equiglass.errors`` and ``equiglass.metrics`` are leaves (they import nothing of equiglass)
+that every layer may use.
 """
 
 __version__ = "0.1.0"

@@ -5,8 +5,8 @@ its parser and sets ``run`` to a function taking the parsed arguments and
 returning an exit code; add new ones to `SUBCOMMANDS`. Heavy imports belong
 inside the ``run`` functions, so that ``equiglass --help`` stays fast.
 
-Errors in the user's input or data (`equiglass.errors.DataError`,
-``ValueError``) are printed as ``error: ...`` on stderr with exit code 2, no
+Errors in the user's input (`equiglass.errors.EquiglassError`: DataError, ConfigError,
+CheckpointError; ``ValueError``) are printed as ``error: ...`` on stderr with exit code 2, no
 traceback.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from equiglass.errors import DataError
+from equiglass.errors import EquiglassError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -71,7 +71,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _register_generate(subparsers: argparse._SubParsersAction) -> None:
-    from equiglass.md.generate import GenerationProtocol
+    from equiglass.simulate.generate import GenerationProtocol
 
     parser = subparsers.add_parser(
         "generate",
@@ -101,7 +101,7 @@ def _register_generate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from equiglass.md.generate import GenerationProtocol, generate
+    from equiglass.simulate.generate import GenerationProtocol, generate
 
     protocol = dataclass_from_options(GenerationProtocol, args)
     report = generate(args.out, protocol, workers=args.workers, shard=args.shard, command=args.command)
@@ -137,7 +137,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a propensity model from a TOML run config",
         description=(
-            "Train the model of a run config (see equiglass.config) into a run directory: config.toml/json, "
+            "Train the model of a run config (see equiglass.training.config) into a run directory: config.toml/json, "
             "run.json, metrics.csv, last.pt and best.pt. Rerunning the same command resumes from last.pt."
         ),
     )
@@ -150,7 +150,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from equiglass.train import train
+    from equiglass.training.loop import train
 
     result = train(args.config, args.run_dir, resume=args.resume, epochs=args.epochs)
     print(f"{result.run_dir}: {result.epochs} epochs; best.pt from epoch {result.best_epoch}, "
@@ -183,7 +183,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from equiglass.evaluate import evaluate
+    from equiglass.analysis.evaluate import evaluate
 
     first = args.models[0]
     out = args.out or (first if first.is_dir() else first.parent) / "evaluation"
@@ -211,7 +211,7 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from equiglass.predict import predict
+    from equiglass.analysis.predict import predict
 
     report = predict(args.checkpoint, args.dataset, args.out, overwrite=args.overwrite)
     print(f"{args.out}: {len(report.written)} predictions written, {len(report.skipped)} already present")
@@ -230,7 +230,7 @@ def _register_check_equivariance(subparsers: argparse._SubParsersAction) -> None
         description=(
             "On a real configuration, measure the largest deviation of a model's outputs (and of every internal "
             "feature of equivariant models) under random rotations of positions and lattice, translations, "
-            "permutations and periodic-image shifts (see equiglass.equivariance). Exits 1 when a deviation "
+            "permutations and periodic-image shifts (see equiglass.analysis.equivariance). Exits 1 when a deviation "
             "exceeds the tolerance; the rotation of the Bapst GNN, not invariant by design, is reported only."
         ),
     )
@@ -252,7 +252,7 @@ def _register_check_equivariance(subparsers: argparse._SubParsersAction) -> None
 def _run_check_equivariance(args: argparse.Namespace) -> int:
     import torch
 
-    from equiglass.equivariance import check_source
+    from equiglass.analysis.equivariance import check_source
 
     report = check_source(args.source, args.dataset, configuration=args.configuration, trials=args.trials,
                           tolerance=args.tolerance, dtype=getattr(torch, args.dtype), seed=args.seed)
@@ -317,7 +317,7 @@ def _register_experiment(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    from equiglass.experiment import results_markdown, run_experiment
+    from equiglass.experiments.runner import results_markdown, run_experiment
 
     results = run_experiment(args.spec, args.scale, args.data, args.out, epochs=args.epochs,
                              progress=not args.no_progress)
@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return args.run(args)
-    except (DataError, ValueError) as error:
+    except (EquiglassError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -1,8 +1,8 @@
 """The demo (``make demo``): train the PCL22 model and the baselines on the embedded data, compare them.
 
 ``equiglass demo [--out DIR] [--epochs N]`` trains, on ``data/demo`` (KA, T = 0.6, N = 1000,
-24 configurations), one run per model from the TOML configs ``experiments/configs/demo_<model>.toml``
-that ship with the repository:
+24 configurations), one run per model from the TOML configs ``demo_<model>.toml``
+that ship with the package (:mod:`equiglass.resources`):
 
 * ``equivariant``: the PCL22 rotation-equivariant GNN;
 * ``bapst``: the invariant GNN of Bapst et al. (2020);
@@ -12,7 +12,7 @@ that ship with the repository:
 
 Each run is left in ``DIR/<model>`` with its ``best.pt`` (usable by ``equiglass evaluate``,
 ``predict`` and ``check-equivariance``). Then every model is evaluated on its test
-configurations (:mod:`equiglass.evaluate`): the Pearson table is printed and written, with
+configurations (:mod:`equiglass.analysis.evaluate`): the Pearson table is printed and written, with
 its plot, into ``DIR``. The default models train in about ten minutes on 2 CPU cores.
 Rerunning the command resumes unfinished runs and re-evaluates.
 """
@@ -26,17 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from equiglass.resources import DEMO_CONFIGS, DEMO_DATASET
+
 if TYPE_CHECKING:  # importing torch is slow; the command line imports this module for its constants
-    from equiglass.evaluate import PearsonTable
+    from equiglass.analysis.evaluate import PearsonTable
 
 log = logging.getLogger(__name__)
 
-#: The repository the package is installed from (editable install): it holds the data and configs.
-REPOSITORY = Path(__file__).resolve().parents[1]
-#: The embedded demo dataset.
-DEMO_DATASET = REPOSITORY / "data" / "demo"
-#: Directory of the demo configs, ``demo_<model>.toml``.
-DEMO_CONFIGS = REPOSITORY / "experiments" / "configs"
 #: Models trained by default, in the order of the table.
 DEMO_MODELS: tuple[str, ...] = ("equivariant", "bapst", "ridge")
 #: Every model with a demo config.
@@ -67,8 +63,8 @@ def demo_config(name: str, configs: str | Path = DEMO_CONFIGS) -> Path:
     path = Path(configs) / f"demo_{name}.toml"
     if not path.is_file():
         raise ValueError(
-            f"no demo config {path}: the demo configs ship with the repository (experiments/configs); "
-            "run from a clone, or pass --configs"
+            f"no demo config {path}: the demo configs ship with the package (equiglass/resources/configs); "
+            "pass --configs"
         )
     return path
 
@@ -92,9 +88,9 @@ def run_demo(
     Returns:
         The runs, the table and the wall time.
     """
-    from equiglass.config import load_config
-    from equiglass.evaluate import evaluate
-    from equiglass.train import train
+    from equiglass.training.config import load_config
+    from equiglass.analysis.evaluate import evaluate
+    from equiglass.training.loop import train
 
     start = time.perf_counter()
     out = Path(out)

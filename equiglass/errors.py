@@ -1,15 +1,21 @@
-"""Errors raised on bad input: each names the file and the problem."""
+"""Errors raised on bad input: each names the file and the problem.
+
+    EquiglassError     any bad input; the command line prints ``error: FILE: problem`` and exits 2
+      DataError        a dataset, manifest or data file is missing, corrupt or inconsistent
+      ConfigError      a run config or experiment spec is invalid
+      CheckpointError  a checkpoint is missing, corrupt or does not fit
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-class DataError(ValueError):
-    """A data file (or manifest) is missing, corrupt or inconsistent.
+class EquiglassError(ValueError):
+    """Bad input, naming the file it came from.
 
-    The message always starts with the offending path, so that a user with a
-    directory of hundreds of files knows which one to look at.
+    The message always starts with the offending path, so that a user with a directory of
+    hundreds of files knows which one to look at.
     """
 
     def __init__(self, path: str | Path | None, problem: str):
@@ -19,4 +25,16 @@ class DataError(ValueError):
 
     def __reduce__(self) -> tuple[type, tuple[Path | None, str]]:
         # Rebuild from (path, problem) so the error survives a process pool.
-        return DataError, (self.path, self.problem)
+        return type(self), (self.path, self.problem)
+
+
+class DataError(EquiglassError):
+    """A data file (or manifest) is missing, corrupt or inconsistent."""
+
+
+class ConfigError(EquiglassError):
+    """A run config or an experiment spec is invalid (unknown key, wrong type, contradiction)."""
+
+
+class CheckpointError(EquiglassError):
+    """A checkpoint is missing, unreadable, of another format, or does not fit its model."""

@@ -1,4 +1,4 @@
-"""equiglass.allocator: freed memory stays with the process and serves the next steps."""
+"""equiglass.training.runtime: freed memory stays with the process and serves the next steps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from equiglass.allocator import retain_freed_memory
+from equiglass.training.runtime import retain_freed_memory
 
 MIB = 2**20
 

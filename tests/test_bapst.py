@@ -33,7 +33,7 @@ from equiglass.data.bapst import (
 )
 from equiglass.data.format import OPTIONAL_FIELDS, load_dataset, write_configuration, write_manifest
 from equiglass.errors import DataError
-from equiglass.md.kob_andersen import potential_energy_and_forces
+from equiglass.physics.kob_andersen import potential_energy_and_forces
 
 
 @pytest.fixture

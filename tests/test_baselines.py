@@ -11,8 +11,8 @@ from e3nn import o3
 from torch import nn
 from torch_geometric.data import Batch, Data
 
-from equiglass.descriptors import GAUSSIAN_TRUNCATION, DescriptorConfig, graph_descriptors, structural_descriptors
-from equiglass.graphs import DEFAULT_CUTOFF, configuration_graph, edge_vectors, neighbour_list
+from equiglass.data.descriptors import GAUSSIAN_TRUNCATION, DescriptorConfig, graph_descriptors, structural_descriptors
+from equiglass.data.graphs import DEFAULT_CUTOFF, configuration_graph, edge_vectors, neighbour_list
 from equiglass.nn.bapst_gnn import (
     NORMALIZATIONS,
     BapstConfig,

@@ -14,11 +14,11 @@ import shutil
 import pytest
 import torch
 
-import equiglass.train
-from equiglass.checkpoint import read_checkpoint
+import equiglass.training.loop
+from equiglass.training.checkpoint import read_checkpoint
 from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
 from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
-from equiglass.train import train
+from equiglass.training.loop import train
 from test_nn_equivariant import SMALL, graph, random_configuration
 from test_train import dataset, write_config  # noqa: F401 (dataset: the fixture)
 
@@ -75,7 +75,7 @@ def test_compile_option_trains_like_eager(tmp_path, dataset, monkeypatch):
         calls.append(options)
         return real_compile(model, backend="aot_eager", **options)
 
-    monkeypatch.setattr(equiglass.train.torch, "compile", compile_aot_eager)
+    monkeypatch.setattr(equiglass.training.loop.torch, "compile", compile_aot_eager)
     runs = {}
     for flag in (False, True):
         config = write_config(tmp_path / str(flag), dataset, "equivariant", train={"epochs": 1, "compile": flag})

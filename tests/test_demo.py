@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from test_train import dataset, write_config  # noqa: F401  (dataset is a fixture)
 
-from equiglass.checkpoint import load_checkpoint
+from equiglass.training.checkpoint import load_checkpoint
 from equiglass.cli import main
-from equiglass.config import load_config
+from equiglass.training.config import load_config
 from equiglass.demo import ALL_DEMO_MODELS, DEMO_DATASET, DEMO_MODELS, demo_config
 
 

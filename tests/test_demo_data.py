@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from equiglass.data import load_dataset
-from equiglass.md import kob_andersen
+from equiglass.physics import kob_andersen
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 

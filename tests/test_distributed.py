@@ -1,4 +1,4 @@
-"""Data-parallel training (equiglass.distributed): two CPU processes (gloo, launched by torchrun)
+"""Data-parallel training (equiglass.training.distributed): two CPU processes (gloo, launched by torchrun)
 train what one process trains with the same global batch.
 
 One ``torchrun --nproc-per-node 2`` launch (one process group) trains two tiny runs (batch_size 2: one configuration
@@ -15,9 +15,9 @@ import sys
 import pytest
 import torch
 
-from equiglass.checkpoint import LAST_CHECKPOINT, read_checkpoint
-from equiglass.distributed import SINGLE_PROCESS, Parallel
-from equiglass.train import train
+from equiglass.training.checkpoint import LAST_CHECKPOINT, read_checkpoint
+from equiglass.training.distributed import SINGLE_PROCESS, Parallel
+from equiglass.training.loop import train
 from test_train import dataset, read_metrics, write_config  # noqa: F401 (dataset: the fixture)
 
 #: The two runs: name -> (model, [model] options).
@@ -40,7 +40,7 @@ def test_two_gloo_processes_train_as_one(tmp_path, dataset):
     }
     script = tmp_path / "train_runs.py"
     script.write_text(  # one process group for both runs: train() uses it and leaves it running
-        "import sys\nimport torch.distributed as dist\nfrom equiglass.train import train\n"
+        "import sys\nimport torch.distributed as dist\nfrom equiglass.training.loop import train\n"
         "dist.init_process_group('gloo')\n"
         "for config, run_dir in zip(sys.argv[1::2], sys.argv[2::2]):\n"
         "    train(config, run_dir, progress=False)\n"

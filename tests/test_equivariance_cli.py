@@ -1,4 +1,4 @@
-"""Tests of equiglass.equivariance and ``equiglass check-equivariance``.
+"""Tests of equiglass.analysis.equivariance and ``equiglass check-equivariance``.
 
 Tiny models, trained one epoch (or untrained from a config or a bare kind), checked on a
 configuration of the synthetic dataset of ``test_train`` (300 particles at density 1.2,
@@ -16,10 +16,10 @@ from test_train import dataset, write_config  # noqa: F401  (dataset is a fixtur
 from torch import nn
 from torch_geometric.data import Data
 
-import equiglass.equivariance
+import equiglass.analysis.equivariance
 from equiglass.cli import main
 from equiglass.data.format import load_dataset
-from equiglass.equivariance import (
+from equiglass.analysis.equivariance import (
     TRANSFORMATIONS,
     Configuration,
     ModelSource,
@@ -40,7 +40,7 @@ DEEP = {"l_max": 2, "n_layers": 3, "tensor_product": "e3nn"}
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
     """Model name -> run directory trained for one epoch."""
-    from equiglass.train import train
+    from equiglass.training.loop import train
 
     directory = tmp_path_factory.mktemp("runs")
     options = {"equivariant": DEEP}
@@ -152,7 +152,7 @@ def test_broken_models_fail(runs, configuration, broken, failing):
 
 def test_cli_exits_non_zero_on_a_broken_model(runs, monkeypatch, capsys):
     build = ModelSource.build
-    monkeypatch.setattr(equiglass.equivariance.ModelSource, "build",
+    monkeypatch.setattr(equiglass.analysis.equivariance.ModelSource, "build",
                         lambda self, dtype, n: IgnoresLatticeShifts(build(self, dtype, n)))
     assert main(["check-equivariance", str(runs["equivariant"]), "--trials", "1"]) == 1
     printed = capsys.readouterr().out

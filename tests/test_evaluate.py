@@ -1,4 +1,4 @@
-"""Tests of equiglass.evaluate (Pearson tables, files, plot) and equiglass.predict (per-configuration outputs).
+"""Tests of equiglass.analysis.evaluate (Pearson tables, files, plot) and equiglass.analysis.predict (per-configuration outputs).
 
 Two tiny models (equivariant and Bapst, one epoch each) are trained once on the synthetic
 dataset of ``test_train`` (eight configurations of 300 particles, three times) with a
@@ -20,13 +20,13 @@ from matplotlib import pyplot as plt
 from scipy import stats
 from test_train import N_PARTICLES, TIMES, dataset, one_torch_thread, write_config  # noqa: F401  (fixtures)
 
-from equiglass.checkpoint import load_checkpoint
+from equiglass.training.checkpoint import load_checkpoint
 from equiglass.cli import main
 from equiglass.data.format import load_dataset
-from equiglass.evaluate import TYPE_NAMES, evaluate
+from equiglass.analysis.evaluate import TYPE_NAMES, evaluate
 from equiglass.metrics import pearson_per_timescale
-from equiglass.predict import predict
-from equiglass.train import train
+from equiglass.analysis.predict import predict
+from equiglass.training.loop import train
 
 SPLIT = [4, 2, 2]
 MODELS = ("equivariant", "bapst")
@@ -45,7 +45,7 @@ def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
 
 def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: int) -> tuple[torch.Tensor, np.ndarray]:
     """Per-configuration ``[C, T]`` and pooled ``[T]`` (scipy) Pearson of the run's best.pt,
-    computed without equiglass.evaluate."""
+    computed without equiglass.analysis.evaluate."""
     trained = load_checkpoint(run)
     rows, predictions, targets = [], [], []
     for data in trained.graphs(dataset, indices=indices):

@@ -1,4 +1,4 @@
-"""Experiments (equiglass.experiment): every spec of experiments/ at its paper scale on miniature
+"""Experiments (equiglass.experiments.runner): every spec of experiments/ at its paper scale on miniature
 Bapst-format files (one epoch), and the spec parsing, merging and analysis helpers."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import torch
 from bapst_files import write_bapst_file
 from e3nn import o3
 
-from equiglass.checkpoint import read_checkpoint
+from equiglass.training.checkpoint import read_checkpoint
 from equiglass.cli import main
-from equiglass.errors import DataError
-from equiglass.experiment import deep_merge, explained_variance, invariants, load_spec, run_experiment
-from equiglass.transfer import is_decoder
+from equiglass.errors import ConfigError
+from equiglass.experiments.runner import deep_merge, explained_variance, invariants, load_spec, run_experiment
+from equiglass.training.transfer import is_decoder
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SPECS = sorted(path.stem for path in EXPERIMENTS.glob("*.toml"))
@@ -55,7 +55,7 @@ def test_every_paper_result_has_a_spec():
         assert {"cpu", "paper"} <= spec.scales.keys()
         assert spec.datasets("paper") == []  # the Bapst files are given on the command line
         for dataset in spec.datasets("cpu"):
-            assert dataset.parent == EXPERIMENTS.parent / "data"
+            assert (EXPERIMENTS.parent / "data" / dataset.name).resolve() == dataset  # a committed dataset
 
 
 @pytest.mark.parametrize("name", SPECS)
@@ -130,14 +130,14 @@ def test_spec_errors_name_the_file(tmp_path, bapst_directories):
         ("[experiment]\ntitle = 'x'\n[other]\n", "unknown table"),
     ):
         bad.write_text(text)
-        with pytest.raises(DataError, match=message) as error:
+        with pytest.raises(ConfigError, match=message) as error:
             load_spec(bad)
         assert str(bad) in str(error.value)
-    with pytest.raises(DataError, match="no datasets"):
+    with pytest.raises(ConfigError, match="no datasets"):
         run_experiment(EXPERIMENTS / "features.toml", "paper", None, tmp_path / "a")
-    with pytest.raises(DataError, match="at least 2 datasets"):
+    with pytest.raises(ConfigError, match="at least 2 datasets"):
         run_experiment(EXPERIMENTS / "temperatures.toml", "paper", bapst_directories[:1], tmp_path / "b")
-    with pytest.raises(DataError, match="no \\[scale.gpu\\]"):
+    with pytest.raises(ConfigError, match="no \\[scale.gpu\\]"):
         run_experiment(EXPERIMENTS / "features.toml", "gpu", bapst_directories[:1], tmp_path / "c")
 
 

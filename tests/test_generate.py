@@ -16,8 +16,8 @@ import pytest
 from equiglass.cli import main
 from equiglass.data.format import configuration_filename, load_dataset
 from equiglass.errors import DataError
-from equiglass.md.generate import PROPENSITY_DEFINITION, GenerationProtocol, generate
-from equiglass.md.lammps import lammps_version
+from equiglass.simulate.generate import PROPENSITY_DEFINITION, GenerationProtocol, generate
+from equiglass.simulate.lammps import lammps_version
 
 # tau_alpha ~ 1.25 at T = 1: 500 steps of equilibration, 250 between configurations, 500 per trajectory.
 TINY = GenerationProtocol(

@@ -1,4 +1,4 @@
-"""Tests of equiglass.graphs: periodic neighbour lists, edge vectors, graphs, the dataset wrapper."""
+"""Tests of equiglass.data.graphs: periodic neighbour lists, edge vectors, graphs, the dataset wrapper."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch_geometric.loader import DataLoader
 
 from equiglass.data.format import configuration_filename, load_dataset, write_configuration, write_manifest
 from equiglass.errors import DataError
-from equiglass.graphs import (
+from equiglass.data.graphs import (
     DEFAULT_CUTOFF,
     PropensityDataset,
     box_matrix,

@@ -1,4 +1,4 @@
-"""Tests of equiglass.md.kob_andersen: constants, composition, starts, and the numpy energies/forces."""
+"""Tests of equiglass.physics.kob_andersen: constants, composition, starts, and the numpy energies/forces."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from equiglass.md import kob_andersen as ka
+from equiglass.physics import kob_andersen as ka
 
 
 def test_constants() -> None:

@@ -1,4 +1,4 @@
-"""Tests of equiglass.md.lammps: the LAMMPS engine against the independent numpy Kob-Andersen code."""
+"""Tests of equiglass.simulate.lammps: the LAMMPS engine against the independent numpy Kob-Andersen code."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equiglass.md import kob_andersen as ka
-from equiglass.md import lammps as lammps_engine
-from equiglass.md.lammps import KobAndersenLammps, import_lammps, lammps_version
+from equiglass.physics import kob_andersen as ka
+from equiglass.simulate import lammps as lammps_engine
+from equiglass.simulate.lammps import KobAndersenLammps, import_lammps, lammps_version
 
 T_LIQUID = 0.8
 

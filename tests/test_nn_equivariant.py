@@ -17,7 +17,7 @@ from e3nn import o3
 from e3nn.util.test import assert_equivariant
 from torch_geometric.data import Batch, Data
 
-from equiglass.graphs import box_matrix, neighbour_list
+from equiglass.data.graphs import box_matrix, neighbour_list
 from equiglass.nn.cuequivariance import cuda_kernels_available, cuequivariance_available
 from equiglass.nn import (
     BesselBasis,
@@ -49,7 +49,7 @@ TOLERANCE = 1e-9
 def graph(
     pos: torch.Tensor, box: torch.Tensor, types: torch.Tensor, energy: torch.Tensor, cutoff: float = CUTOFF
 ) -> Data:
-    """Float64 graph of one configuration, edges from :func:`equiglass.graphs.neighbour_list`."""
+    """Float64 graph of one configuration, edges from :func:`equiglass.data.graphs.neighbour_list`."""
     edge_index, edge_shift = neighbour_list(pos, box, cutoff)
     return Data(
         pos=pos.double(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from equiglass.md import observables as obs
+from equiglass.physics import observables as obs
 
 
 def hand_made_displacements() -> np.ndarray:

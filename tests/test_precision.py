@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import equiglass.train
-from equiglass.checkpoint import read_checkpoint
+import equiglass.training.loop
+from equiglass.training.checkpoint import read_checkpoint
 from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
 from equiglass.nn.cuequivariance import cuequivariance_available
-from equiglass.train import train
+from equiglass.training.loop import train
 from test_compile import MODELS, two_graphs
 from test_nn_equivariant import SMALL
 from test_train import dataset, write_config  # noqa: F401 (dataset: the fixture)
@@ -59,14 +59,14 @@ def test_precision_option_trains_under_autocast(tmp_path, dataset, monkeypatch):
     the float32 run's weights without equalling them, and records itself in the run's resolved
     config; ``"float16"`` trains through the gradient scaler."""
     entered = []
-    real_autocast = equiglass.train.mixed_precision
+    real_autocast = equiglass.training.loop.mixed_precision
 
     def recording_autocast(device, precision):
         context = real_autocast(device, precision)
         entered.append((context.fast_dtype, context._enabled))
         return context
 
-    monkeypatch.setattr(equiglass.train, "mixed_precision", recording_autocast)
+    monkeypatch.setattr(equiglass.training.loop, "mixed_precision", recording_autocast)
     weights = {}
     for precision in ("float32", "bfloat16", "float16"):
         entered.clear()

@@ -1,4 +1,4 @@
-"""Tests of training (equiglass.train), run configs (equiglass.config), checkpoints and the model registry.
+"""Tests of training (equiglass.training.loop), run configs (equiglass.training.config), checkpoints and the model registry.
 
 Every run uses a tiny synthetic dataset whose propensity is a smooth function of each
 particle's neighbour count (learnable from distances alone) and tiny models.
@@ -20,16 +20,16 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-import equiglass.train
-from equiglass.checkpoint import LAST_CHECKPOINT, load_checkpoint, read_checkpoint
+import equiglass.training.loop
+from equiglass.training.checkpoint import LAST_CHECKPOINT, load_checkpoint, read_checkpoint
 from equiglass.cli import main
-from equiglass.config import load_config, to_toml
+from equiglass.training.config import load_config, to_toml
 from equiglass.data.format import configuration_filename, write_configuration, write_manifest
-from equiglass.errors import DataError
-from equiglass.evaluate import evaluate
-from equiglass.graphs import neighbour_list
+from equiglass.errors import CheckpointError, ConfigError
+from equiglass.analysis.evaluate import evaluate
+from equiglass.data.graphs import neighbour_list
 from equiglass.nn.registry import build_model, resolve_model_section
-from equiglass.train import train
+from equiglass.training.loop import train
 
 DENSITY = 1.2
 TIMES = np.array([0.1, 1.0, 10.0])
@@ -151,7 +151,7 @@ def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model,
     config = write_config(tmp_path, dataset, model, train={"epochs": 4, "batch_size": 2, **options})
     reference = train(config, tmp_path / "reference", progress=False)
 
-    real_save = equiglass.train.save_checkpoint
+    real_save = equiglass.training.loop.save_checkpoint
 
     def save_then_die(path, **kwargs):
         written = real_save(path, **kwargs)
@@ -159,11 +159,11 @@ def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model,
             raise KeyboardInterrupt
         return written
 
-    monkeypatch.setattr(equiglass.train, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(equiglass.training.loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "killed", progress=False)
     assert read_checkpoint(tmp_path / "killed" / LAST_CHECKPOINT)["epoch"] == 2
-    monkeypatch.setattr(equiglass.train, "save_checkpoint", real_save)
+    monkeypatch.setattr(equiglass.training.loop, "save_checkpoint", real_save)
     resumed = train(config, tmp_path / "killed", progress=False)
 
     assert resumed.resumed_from == 2 and resumed.epochs == 4
@@ -197,7 +197,7 @@ def test_finished_run_is_not_retrained_and_no_resume_restarts(tmp_path, dataset)
     assert fresh.resumed_from == 0 and len(fresh.history) == 2
 
     other = write_config(tmp_path / "other", dataset, "equivariant_l0", train={"epochs": 2, "seed": 5})
-    with pytest.raises(DataError, match=r"last\.pt.*\[train\] seed"):
+    with pytest.raises(ConfigError, match=r"last\.pt.*\[train\] seed"):
         train(other, tmp_path / "run", progress=False)
 
 
@@ -308,17 +308,17 @@ def test_checkpoint_contents_and_prediction(tmp_path, dataset):
 
 
 def test_bad_checkpoints_raise_data_errors(tmp_path):
-    with pytest.raises(DataError, match="missing.pt.*does not exist"):
+    with pytest.raises(CheckpointError, match="missing.pt.*does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(DataError, match="corrupt.pt"):
+    with pytest.raises(CheckpointError, match="corrupt.pt"):
         load_checkpoint(tmp_path / "corrupt.pt")
     torch.save({"model_state": {}}, tmp_path / "foreign.pt")
-    with pytest.raises(DataError, match="foreign.pt.*lacks"):
+    with pytest.raises(CheckpointError, match="foreign.pt.*lacks"):
         load_checkpoint(tmp_path / "foreign.pt")
     run = tmp_path / "run"
     run.mkdir()
-    with pytest.raises(DataError, match="best.pt"):
+    with pytest.raises(CheckpointError, match="best.pt"):
         load_checkpoint(run)
 
 
@@ -349,7 +349,7 @@ def test_bad_checkpoints_raise_data_errors(tmp_path):
 def test_config_errors_name_the_file_and_key(tmp_path, dataset, section, entry, message):
     options = {"model_options" if section == "model" else section: entry}
     config = write_config(tmp_path, dataset, **options)
-    with pytest.raises(DataError, match=message) as error:
+    with pytest.raises(ConfigError, match=message) as error:
         load_config(config)
     assert str(error.value).startswith(str(config))
 
@@ -366,9 +366,9 @@ def test_config_defaults_and_relative_dataset(tmp_path, dataset):
                           ("[data]\ndataset = 'x'\n[model]\nkind = 'bapst'\n[optim]\n", "unknown section"),
                           ("[data\n", "not valid TOML")]:
         path.write_text(text)
-        with pytest.raises(DataError, match=message):
+        with pytest.raises(ConfigError, match=message):
             load_config(path)
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.toml")
 
 

@@ -1,4 +1,4 @@
-"""Transfer learning (equiglass.transfer): backbone from another run, decoder retrained alone."""
+"""Transfer learning (equiglass.training.transfer): backbone from another run, decoder retrained alone."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 from test_train import dataset, one_torch_thread, write_config  # noqa: F401  (fixtures)
 
-from equiglass.checkpoint import read_checkpoint
-from equiglass.config import load_config
-from equiglass.errors import DataError
-from equiglass.train import train
-from equiglass.transfer import is_decoder
+from equiglass.training.checkpoint import read_checkpoint
+from equiglass.training.config import load_config
+from equiglass.errors import CheckpointError, ConfigError
+from equiglass.training.loop import train
+from equiglass.training.transfer import is_decoder
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +50,14 @@ def test_fine_tuning_without_freezing_moves_the_backbone(tmp_path, dataset, sour
 
 
 def test_transfer_config_errors(tmp_path, dataset, source_run):  # noqa: F811
-    with pytest.raises(DataError, match="freeze_backbone needs init_from"):
+    with pytest.raises(ConfigError, match="freeze_backbone needs init_from"):
         load_config(write_config(tmp_path / "a", dataset, "equivariant", train={"freeze_backbone": True}))
-    with pytest.raises(DataError, match="ridge"):
+    with pytest.raises(ConfigError, match="ridge"):
         load_config(write_config(tmp_path / "b", dataset, "ridge", train={"init_from": str(source_run)}))
     other = write_config(tmp_path / "c", dataset, "equivariant", model_options={"channels": 6},
                          train={"init_from": str(source_run)})
-    with pytest.raises(DataError, match="differs"):
+    with pytest.raises(CheckpointError, match="differs"):
         train(other, tmp_path / "other", progress=False)
-    with pytest.raises(DataError, match="best.pt|does not exist|no such"):
+    with pytest.raises(CheckpointError, match="best.pt|does not exist|no such"):
         train(write_config(tmp_path / "d", dataset, "equivariant", train={"init_from": str(tmp_path / "none")}),
               tmp_path / "missing", progress=False)

@@ -51,7 +51,8 @@ from equiglass.data.format import (
     write_manifest,
 )
 from equiglass.errors import DataError
-from equiglass.md.kob_andersen import potential_energy_and_forces
+from equiglass.physics.kob_andersen import potential_energy_and_forces
+from equiglass.data.geometry import wrap
 
 #: The keys of a Bapst file (``trajectory_start_velocities`` may be missing).
 BAPST_KEYS = (
@@ -81,7 +82,7 @@ PROPENSITY_DEFINITION = (
 MSD_DEFINITION = "mean over the same trajectories of |x_i(t) - x_i(0)|^2 (unwrapped, no centre-of-mass correction)"
 POTENTIAL_ENERGY_DEFINITION = (
     "not in Bapst's files: computed by equiglass from the positions with the exact Kob-Andersen potential "
-    "(equiglass.md.kob_andersen.potential_energy_and_forces; each pair energy split half and half)"
+    "(equiglass.physics.kob_andersen.potential_energy_and_forces; each pair energy split half and half)"
 )
 
 #: Fields of our format that Bapst's files cannot provide: no inherent states, and
@@ -545,12 +546,6 @@ def _metadata(metadata: Any, path: Path) -> dict[str, Any]:
     return {**metadata, "temperature": temperature, "pressure": pressure}
 
 
-def _wrap(positions: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """[N, 3] positions wrapped into [0, box) (np.mod can round a tiny negative up to box)."""
-    wrapped = np.mod(positions, box)
-    return np.where(wrapped >= box, wrapped - box, wrapped)
-
-
 def _check_box_fits(positions: np.ndarray, box: np.ndarray, path: Path) -> None:
     """Raise unless the positions, wrapped into ``box``, keep every pair at least
     :data:`MIN_PAIR_DISTANCE` apart.
@@ -561,7 +556,7 @@ def _check_box_fits(positions: np.ndarray, box: np.ndarray, path: Path) -> None:
     """
     if positions.shape[0] < 2:
         return
-    wrapped = _wrap(positions, box)
+    wrapped = wrap(positions, box)
     nearest = cKDTree(wrapped, boxsize=box).query(wrapped, k=2)[0][:, 1]  # [N] periodic nearest-neighbour distance
     close = np.count_nonzero(nearest < MIN_PAIR_DISTANCE)
     if close:
@@ -595,7 +590,7 @@ def _converted(config: BapstConfiguration, path: Path) -> tuple[dict[str, Any], 
         "bapst_stored_index": order.tolist(),
     }
     fields = {
-        "positions": _wrap(config.positions, config.box),
+        "positions": wrap(config.positions, config.box),
         "types": config.types,
         "box": config.box,
         "times": times[order],

@@ -51,7 +51,7 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn.norm import InstanceNorm
 
-from equiglass.graphs import DEFAULT_CUTOFF, box_matrix, edge_vectors
+from equiglass.data.graphs import DEFAULT_CUTOFF, box_matrix, edge_vectors
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ class BapstNetwork(nn.Module):
 class BapstGNN(nn.Module):
     """Bapst et al.'s graph network, one propensity per particle per timescale.
 
-    Input: a PyG ``Data`` / ``Batch`` following :mod:`equiglass.graphs`: ``pos [N, 3]``,
+    Input: a PyG ``Data`` / ``Batch`` following :mod:`equiglass.data.graphs`: ``pos [N, 3]``,
     ``types [N]`` (long), ``box [B, 3]`` sides or ``[B, 3, 3]`` cells (as
     :func:`cube_symmetry_augmentation` leaves them), ``edge_index [2, E]`` (neighbour j,
     centre i), ``edge_shift [E, 3]``, ``batch [N]`` (absent for one graph). Edges at distance
@@ -271,7 +271,7 @@ def cube_symmetry_augmentation(
 
     Given a graph (or batch), one independent R per graph rotates the positions *and* the
     lattice (``pos -> pos @ R.T``, ``box -> box_matrix(box) @ R.T``, a ``[B, 3, 3]`` cell),
-    so every edge vector that :func:`~equiglass.graphs.edge_vectors` computes is mapped to
+    so every edge vector that :func:`~equiglass.data.graphs.edge_vectors` computes is mapped to
     ``R v``; the input is not modified (a shallow copy is returned, sharing edges and
     targets). Given a tensor of vectors ``[..., 3]``, one R is applied to all of them.
 

@@ -1,6 +1,6 @@
 """The equivariant point convolution and the interaction block built on it.
 
-Edge convention (see :mod:`equiglass.graphs`): ``edge_index[0] = j`` is the neighbour
+Edge convention (see :mod:`equiglass.data.graphs`): ``edge_index[0] = j`` is the neighbour
 (source), ``edge_index[1] = i`` the centre (target), and the edge vector points from
 ``i`` to ``j``. Messages flow ``j -> i`` and are summed at ``i``.
 """

@@ -21,7 +21,7 @@ from e3nn import o3
 from torch import nn
 from torch_geometric.data import Data
 
-from equiglass.graphs import DEFAULT_CUTOFF, edge_vectors
+from equiglass.data.graphs import DEFAULT_CUTOFF, edge_vectors
 from equiglass.nn.convolution import TENSOR_PRODUCTS, InteractionBlock, SphericalCouplings, TensorProductKind
 from equiglass.nn.embedding import NodeEmbedding
 from equiglass.nn.radial import RadialEmbedding
@@ -138,7 +138,7 @@ class EquivariantPropensityModel(nn.Module):
     invariant under rotations (of positions and lattice together), translations,
     periodic images and particle permutations.
 
-    Input: a PyG ``Data`` / ``Batch`` following :mod:`equiglass.graphs`: ``pos [N, 3]``,
+    Input: a PyG ``Data`` / ``Batch`` following :mod:`equiglass.data.graphs`: ``pos [N, 3]``,
     ``types [N]`` (long), ``box [B, 3]`` sides or ``[B, 3, 3]`` cells, ``edge_index [2, E]``
     (neighbour j, centre i), ``edge_shift [E, 3]``, ``batch [N]`` (absent for one graph),
     and ``potential_energy [N]`` when ``config.use_potential_energy``. The model computes in

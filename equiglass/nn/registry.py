@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from equiglass.descriptors import DescriptorConfig
+from equiglass.data.descriptors import DescriptorConfig
 from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
 from equiglass.nn.equivariant import EquivariantConfig, EquivariantPropensityModel
 from equiglass.nn.ridge import DescriptorRidge

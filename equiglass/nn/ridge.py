@@ -1,6 +1,6 @@
 """Linear ridge regression of propensities on structural descriptors (the classic baseline).
 
-The descriptors of :mod:`equiglass.descriptors` are standardised with the training mean and
+The descriptors of :mod:`equiglass.data.descriptors` are standardised with the training mean and
 standard deviation (``x̃ = (x - μ) / σ``); for each timescale the weights solve, in closed form,
 
     (X̃ᵀ X̃ + α I) w = X̃ᵀ (y - ȳ),        prediction = x̃ · w + ȳ,
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from equiglass.descriptors import DescriptorConfig, graph_descriptors
+from equiglass.data.descriptors import DescriptorConfig, graph_descriptors
 
 #: Default grid of α for :meth:`DescriptorRidge.select_alpha`.
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(10.0**k for k in range(-2, 7))
@@ -99,7 +99,7 @@ class DescriptorRidge(nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
 
     def descriptors(self, data: Data) -> torch.Tensor:
-        """``data.descriptors`` if present, else :func:`~equiglass.descriptors.graph_descriptors`: ``[N, D]``."""
+        """``data.descriptors`` if present, else :func:`~equiglass.data.descriptors.graph_descriptors`: ``[N, D]``."""
         x = data.descriptors if "descriptors" in data else graph_descriptors(data, self.config)
         if x.shape != (data.num_nodes, self.config.n_features):
             expected = [data.num_nodes, self.config.n_features]

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from equiglass.checkpoint import TrainedModel, load_checkpoint
+from equiglass.training.checkpoint import TrainedModel, load_checkpoint
 from equiglass.data.format import OPTIONAL_FIELDS, atomic_write, load_dataset, read_configuration
-from equiglass.graphs import configuration_graph
+from equiglass.data.graphs import configuration_graph
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,11 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     alphas = [0.01, 0.1, ...]          # ridge only: the grid of ridge strengths tried on validation
     init_from = "../runs/T0.6"         # transfer: start from this run's (or checkpoint's) backbone, fresh decoder
     freeze_backbone = false            # transfer: train only the decoder (needs init_from)
-    compile = false                    # torch.compile the model for the training steps (see equiglass.train)
-    precision = "float32"              # or "bfloat16" / "float16": autocast of the training steps (see equiglass.train)
+    compile = false                    # torch.compile the model for the training steps (see equiglass.training.loop)
+    precision = "float32"              # or "bfloat16" / "float16": autocast of the training steps (see equiglass.training.loop)
 
 :func:`load_config` parses and checks a file into a :class:`RunConfig`; every error is a
-:class:`~equiglass.errors.DataError` naming the file, the section and the key.
+:class:`~equiglass.errors.ConfigError` naming the file, the section and the key.
 :meth:`RunConfig.to_dict` gives the resolved config (absolute dataset path, every default
 and model hyper-parameter spelled out), which :func:`to_toml` writes back as TOML.
 """
@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from equiglass.errors import DataError
-from equiglass.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, split_indices
+from equiglass.errors import ConfigError
+from equiglass.data.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, split_indices
 from equiglass.nn.registry import model_kind, resolve_model_section
 from equiglass.nn.ridge import DEFAULT_ALPHAS
 
@@ -78,7 +78,7 @@ class DataConfig:
         with_potential_energy: attach the per-particle potential energy (of those positions).
         cutoff: neighbour cutoff of the graphs, LJ units.
         split: train / validation / test sizes, fractions (floats) or counts (integers).
-        split_seed: seed of :func:`~equiglass.graphs.split_indices`.
+        split_seed: seed of :func:`~equiglass.data.graphs.split_indices`.
         particle_types: species whose propensities enter the loss and the validation metric.
     """
 
@@ -206,7 +206,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read and check a TOML run config; ``[data] dataset`` is taken relative to the file.
 
     Raises:
-        DataError: naming the file (and section and key): a missing or unparsable file, an
+        ConfigError: naming the file (and section and key): a missing or unparsable file, an
             unknown section or key, a value of the wrong type or out of range, or settings
             that contradict each other.
     """
@@ -218,14 +218,14 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     """The parsed TOML file ``path`` (``what`` names it in errors).
 
     Raises:
-        DataError: naming the file: missing, or not valid TOML.
+        ConfigError: naming the file: missing, or not valid TOML.
     """
     if not path.is_file():
-        raise DataError(path, f"{what} does not exist")
+        raise ConfigError(path, f"{what} does not exist")
     try:
         return tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise DataError(path, f"not valid TOML: {error}") from error
+        raise ConfigError(path, f"not valid TOML: {error}") from error
 
 
 def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
@@ -234,22 +234,22 @@ def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
     ``path`` names the config in errors, and its directory anchors a relative ``dataset``.
 
     Raises:
-        DataError: see :func:`load_config`.
+        ConfigError: see :func:`load_config`.
     """
     path = Path(path)
     unknown = sorted(set(content) - set(SECTIONS))
     if unknown:
-        raise DataError(path, f"unknown section(s) {unknown}; a run config has {list(SECTIONS)}")
+        raise ConfigError(path, f"unknown section(s) {unknown}; a run config has {list(SECTIONS)}")
     tables = {}
     for name in SECTIONS:
         table = content.get(name, {})
         if not isinstance(table, Mapping):
-            raise DataError(path, f"[{name}] must be a table")
+            raise ConfigError(path, f"[{name}] must be a table")
         tables[name] = dict(table)
     if "dataset" not in tables["data"]:
-        raise DataError(path, "[data] lacks the key 'dataset' (the dataset directory)")
+        raise ConfigError(path, "[data] lacks the key 'dataset' (the dataset directory)")
     if "kind" not in tables["model"]:
-        raise DataError(path, "[model] lacks the key 'kind' (equivariant, bapst or ridge)")
+        raise ConfigError(path, "[model] lacks the key 'kind' (equivariant, bapst or ridge)")
 
     data = _section(DataConfig, tables["data"], path, "data")
     data = dataclasses.replace(data, dataset=(path.parent / data.dataset).resolve())
@@ -260,14 +260,14 @@ def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
     if train.init_from is not None:
         train = dataclasses.replace(train, init_from=str((path.parent / train.init_from).resolve()))
         if model["kind"] == "ridge":
-            raise DataError(path, "[train] init_from: the ridge model has no backbone to transfer")
+            raise ConfigError(path, "[train] init_from: the ridge model has no backbone to transfer")
 
     if augment and model["kind"] != "bapst":
-        raise DataError(path, f"[train] augment: cube-symmetry augmentation is for the bapst model, not {model['kind']}")
+        raise ConfigError(path, f"[train] augment: cube-symmetry augmentation is for the bapst model, not {model['kind']}")
     if model.get("use_potential_energy") and not data.with_potential_energy:
-        raise DataError(path, "[model] use_potential_energy needs [data] with_potential_energy = true")
+        raise ConfigError(path, "[model] use_potential_energy needs [data] with_potential_energy = true")
     if model.get("cutoff", 0.0) > data.cutoff:
-        raise DataError(
+        raise ConfigError(
             path, f"[model] cutoff {model['cutoff']} exceeds the graphs' [data] cutoff {data.cutoff}: edges would be missing"
         )
     return RunConfig(data, model, train, path)
@@ -313,12 +313,12 @@ def _section(cls: type, table: Mapping[str, Any], path: Path, name: str) -> Any:
     fields = {spec.name for spec in dataclasses.fields(cls)}
     unknown = sorted(set(table) - fields)
     if unknown:
-        raise DataError(path, f"[{name}] unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+        raise ConfigError(path, f"[{name}] unknown key(s) {unknown}; valid keys: {sorted(fields)}")
     values = _typed(cls, table, path, name)
     try:
         return cls(**values)
     except ValueError as error:
-        raise DataError(path, f"[{name}] {error}") from None
+        raise ConfigError(path, f"[{name}] {error}") from None
 
 
 def _model_section(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -327,12 +327,12 @@ def _model_section(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
     try:
         entry, options = model_kind(table)
     except ValueError as error:
-        raise DataError(path, f"[model] {error}") from None
+        raise ConfigError(path, f"[model] {error}") from None
     options = _typed(entry.config_class, options, path, "model")
     try:
         return resolve_model_section({"kind": table["kind"], **options})
     except ValueError as error:
-        raise DataError(path, f"[model] {error}") from None
+        raise ConfigError(path, f"[model] {error}") from None
 
 
 def _typed(cls: type, table: Mapping[str, Any], path: Path, name: str) -> dict[str, Any]:
@@ -343,7 +343,7 @@ def _typed(cls: type, table: Mapping[str, Any], path: Path, name: str) -> dict[s
         try:
             values[key] = _coerce(value, hints[key])
         except TypeError as error:
-            raise DataError(path, f"[{name}] {key}: {error}") from None
+            raise ConfigError(path, f"[{name}] {key}: {error}") from None
     return values
 
 

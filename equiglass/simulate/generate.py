@@ -61,9 +61,9 @@ from equiglass.data.format import (
     write_manifest,
 )
 from equiglass.errors import DataError
-from equiglass.md import kob_andersen as ka
-from equiglass.md import observables
-from equiglass.md.lammps import KobAndersenLammps, lammps_version
+from equiglass.physics import kob_andersen as ka
+from equiglass.physics import observables
+from equiglass.simulate.lammps import KobAndersenLammps, lammps_version
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Checkpoints of trained propensity models: what :mod:`equiglass.train` writes, everything else reads.
+"""Checkpoints of trained propensity models: what :mod:`equiglass.training.loop` writes, everything else reads.
 
 A checkpoint is one ``torch.save`` of a plain dict holding only tensors and primitives (so
 it loads with ``torch.load(weights_only=True)``, which never runs pickled code):
@@ -11,7 +11,7 @@ key                 content
 ``model``           the ``[model]`` section: ``kind`` and every hyper-parameter
                     (:func:`equiglass.nn.registry.build_model` rebuilds the model from it)
 ``data``            how graphs are built: ``cutoff``, ``positions``, ``with_potential_energy``,
-                    ``particle_types`` (of the loss and metric); from :mod:`equiglass.train` also
+                    ``particle_types`` (of the loss and metric); from :mod:`equiglass.training.loop` also
                     the rest of the run's ``[data]`` section (``dataset``, ``split``, ``split_seed``)
 ``normalisation``   ``mean`` [T], ``std`` [T]: the model outputs ``(propensity - mean) / std``
 ``times``           [T] the time points of the outputs (LJ units)
@@ -20,7 +20,7 @@ key                 content
                     ``last.pt`` the optimiser and random states needed to resume training
 ==================  ============================================================================
 
-A run directory (see :mod:`equiglass.train`) holds ``best.pt`` and ``last.pt``;
+A run directory (see :mod:`equiglass.training.loop`) holds ``best.pt`` and ``last.pt``;
 :func:`load_checkpoint` of a directory loads its ``best.pt``.
 """
 
@@ -40,8 +40,8 @@ from torch_geometric.data import Data
 
 from equiglass import __version__
 from equiglass.data.format import Dataset, atomic_write
-from equiglass.errors import DataError
-from equiglass.graphs import PropensityDataset
+from equiglass.errors import CheckpointError
+from equiglass.data.graphs import PropensityDataset
 from equiglass.nn.registry import build_model
 
 #: Version of the checkpoint layout.
@@ -108,25 +108,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw content of a checkpoint file (CPU tensors), read with ``weights_only=True``.
 
     Raises:
-        DataError: naming the file, when it is missing, unreadable, not a checkpoint or lacks a key.
+        CheckpointError: naming the file, when it is missing, unreadable, not a checkpoint or lacks a key.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "checkpoint file does not exist")
+        raise CheckpointError(path, "checkpoint file does not exist")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise DataError(path, f"not a readable checkpoint (truncated, corrupt or not written by equiglass?): {error}") from error
+        raise CheckpointError(path, f"not a readable checkpoint (truncated, corrupt or not written by equiglass?): {error}") from error
     if not isinstance(content, dict):
-        raise DataError(path, f"not an equiglass checkpoint: holds a {type(content).__name__}, not a dict")
+        raise CheckpointError(path, f"not an equiglass checkpoint: holds a {type(content).__name__}, not a dict")
     missing = [key for key in RESERVED_KEYS if key not in content]
     if missing:
-        raise DataError(path, f"not an equiglass checkpoint: lacks {missing}")
+        raise CheckpointError(path, f"not an equiglass checkpoint: lacks {missing}")
     if content["format"] > CHECKPOINT_FORMAT:
-        raise DataError(path, f"checkpoint format {content['format']} is newer than this equiglass reads ({CHECKPOINT_FORMAT})")
+        raise CheckpointError(path, f"checkpoint format {content['format']} is newer than this equiglass reads ({CHECKPOINT_FORMAT})")
     missing = [key for key in DATA_KEYS if key not in content["data"]]
     if missing:
-        raise DataError(path, f"the checkpoint's data section lacks {missing}")
+        raise CheckpointError(path, f"the checkpoint's data section lacks {missing}")
     return content
 
 
@@ -144,7 +144,7 @@ class TrainedModel:
         model: the network, in eval mode (on the CPU unless moved).
         model_section: ``kind`` and hyper-parameters.
         data_section: ``cutoff``, ``positions``, ``with_potential_energy``, ``particle_types``
-            (and ``dataset`` when trained by :mod:`equiglass.train`).
+            (and ``dataset`` when trained by :mod:`equiglass.training.loop`).
         times: [T] float64 time points of the outputs (LJ units).
         normalisation: ``mean`` [T] and ``std`` [T] float64: the model's raw output is
             ``(propensity - mean) / std``.
@@ -206,7 +206,7 @@ def load_checkpoint(path_or_run_dir: str | Path, device: str | torch.device = "c
     put in eval mode.
 
     Raises:
-        DataError: naming the file, when it is missing or corrupt, or its weights do not fit its model section.
+        CheckpointError: naming the file, when it is missing or corrupt, or its weights do not fit its model section.
     """
     path = checkpoint_path(path_or_run_dir)
     content = read_checkpoint(path)
@@ -215,7 +215,7 @@ def load_checkpoint(path_or_run_dir: str | Path, device: str | torch.device = "c
         model = build_model(content["model"], len(times))
         model.load_state_dict(content["model_state"])
     except (ValueError, RuntimeError) as error:
-        raise DataError(path, f"the weights do not fit the checkpoint's model section: {error}") from error
+        raise CheckpointError(path, f"the weights do not fit the checkpoint's model section: {error}") from error
     extra = {key: value for key, value in content.items() if key not in RESERVED_KEYS}
     return TrainedModel(
         model=model.to(device).eval(),

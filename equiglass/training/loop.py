@@ -1,4 +1,4 @@
-"""Train a propensity model from a run config (:mod:`equiglass.config`) into a run directory.
+"""Train a propensity model from a run config (:mod:`equiglass.training.config`) into a run directory.
 
 ``train(config, run_dir)`` (or ``equiglass train CONFIG [--run-dir DIR] [--no-resume] [--epochs N]``)
 leaves in the run directory
@@ -12,7 +12,7 @@ leaves in the run directory
   val_pearson_t0 .. val_pearson_t{T-1}, lr, wall_s`` (validation columns empty in epochs
   without validation; ``lr`` of the epoch's last step; ``wall_s`` cumulative training time);
 * ``last.pt`` (every epoch; resumes training) and ``best.pt`` (best validation score), see
-  :mod:`equiglass.checkpoint`;
+  :mod:`equiglass.training.checkpoint`;
 * ``tensorboard/``: the same per-epoch numbers as TensorBoard events, only when the
   ``tensorboard`` package is installed (it is optional; a log line says when it is absent).
 
@@ -37,7 +37,7 @@ from the same seeded generator.
 **Ridge**: closed-form fits for every ``alphas`` value on the training split, α chosen by the
 validation score; one "epoch"; ``best.pt`` and ``last.pt`` hold the same model.
 
-**Transfer** (:mod:`equiglass.transfer`): ``init_from`` starts a fresh run from another run's
+**Transfer** (:mod:`equiglass.training.transfer`): ``init_from`` starts a fresh run from another run's
 backbone with a freshly initialised decoder; ``freeze_backbone`` then trains only the
 decoder, the backbone's normalisation layers kept on their stored statistics.
 
@@ -53,7 +53,7 @@ default: see benchmarks/README.md for its speed and its effect on the demo's Pea
 
 **Data parallel**: launched by ``torchrun`` (``WORLD_SIZE > 1``), each process trains on its
 share of every global batch of ``batch_size`` configurations, with DistributedDataParallel;
-rank 0 writes the run directory (see :mod:`equiglass.distributed`).
+rank 0 writes the run directory (see :mod:`equiglass.training.distributed`).
 
 **Resume.** With ``resume=True`` (default) a run directory holding ``last.pt`` continues
 from it: model, optimiser, plateau scheduler, data-order generator, torch/numpy/python
@@ -88,19 +88,20 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
-from equiglass import __version__, distributed
-from equiglass.allocator import retain_freed_memory
-from equiglass.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint, save_checkpoint
-from equiglass.config import RunConfig, config_from_dict, load_config, to_toml
+from equiglass import __version__
+from equiglass.training import distributed
+from equiglass.training.runtime import retain_freed_memory
+from equiglass.training.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint, save_checkpoint
+from equiglass.training.config import RunConfig, config_from_dict, load_config, to_toml
 from equiglass.data.format import MANIFEST_NAME, atomic_write, load_dataset
-from equiglass.errors import DataError
-from equiglass.graphs import PropensityDataset
+from equiglass.errors import ConfigError
+from equiglass.data.graphs import PropensityDataset
 from equiglass.metrics import PER_CONFIGURATION, pearson_per_timescale, summarise
 from equiglass.nn.bapst_gnn import cube_symmetry_augmentation
 from equiglass.nn.equivariant import EquivariantPropensityModel
 from equiglass.nn.registry import build_model
 from equiglass.nn.ridge import DescriptorRidge
-from equiglass.transfer import backbone_eval, freeze_backbone, load_backbone
+from equiglass.training.transfer import backbone_eval, freeze_backbone, load_backbone
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def train(
     """Train the model of ``config`` into ``run_dir`` (see the module docstring).
 
     Args:
-        config: a TOML run config file or a loaded :class:`~equiglass.config.RunConfig`.
+        config: a TOML run config file or a loaded :class:`~equiglass.training.config.RunConfig`.
         run_dir: the run directory; default ``runs/<config file stem>``.
         resume: continue from ``run_dir/last.pt`` if present; False starts afresh,
             replacing the directory's checkpoints and metrics.
@@ -548,7 +549,7 @@ def _resume_state(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
             for key in set(stored.get(section, {})) | set(wanted[section])
             if stored.get(section, {}).get(key) != wanted[section].get(key)
         )
-        raise DataError(path, f"the run was made with another config ({', '.join(differences)} differ): "
+        raise ConfigError(path, f"the run was made with another config ({', '.join(differences)} differ): "
                               "use another run directory or --no-resume")
     return state
 
@@ -557,7 +558,7 @@ def _split(config: RunConfig, dataset: Any) -> Split:
     """Split the configurations and open the training and validation graphs."""
     indices = config.split_of(len(dataset))
     if len(indices["train"]) == 0 or len(indices["validation"]) == 0:
-        raise DataError(config.path, f"[data] split {list(config.data.split)} of {len(dataset)} configurations "
+        raise ConfigError(config.path, f"[data] split {list(config.data.split)} of {len(dataset)} configurations "
                                      "leaves no training or no validation configuration")
     graphs = {
         name: PropensityDataset(
@@ -636,7 +637,7 @@ def _tensorboard(log_dir: Path, start: int, enabled: bool = True) -> Iterator[An
 def _cpu_settings(threads: int | None) -> Iterator[None]:
     """Run with ``threads`` torch CPU threads (None: unchanged) and deterministic algorithms,
     restoring both afterwards; and with glibc's ``malloc`` keeping freed memory for the next
-    step (:func:`~equiglass.allocator.retain_freed_memory`, process-wide and lasting).
+    step (:func:`~equiglass.training.runtime.retain_freed_memory`, process-wide and lasting).
 
     Deterministic algorithms: with several CPU threads the backward of an index (``x[sender]``)
     otherwise accumulates in a thread-dependent order, and two identical runs of the Bapst GNN

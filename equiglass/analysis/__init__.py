@@ -1,0 +1,6 @@
+"""What trained models say: evaluation, predictions, equivariance checks.
+
+    evaluate      per-configuration Pearson tables of runs on a dataset (`equiglass evaluate`)
+    predict       predictions to disk (`equiglass predict`)
+    equivariance  symmetry checks of a model (`equiglass check-equivariance`)
+"""

@@ -1,0 +1,1 @@
+"""PCL22's experiments as TOML specs (`equiglass experiment SPEC`)."""
