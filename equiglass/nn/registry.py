@@ -5,6 +5,9 @@
     bapst           BapstGNN                                         BapstConfig
     ridge           DescriptorRidge                                  DescriptorConfig
 
+Each kind is one :class:`ModelKind` entry holding everything its kind needs (config class,
+builder, how it is fitted, its training augmentation, its symmetry, whether it has a
+transferable backbone); no code outside this registry dispatches on the kind's name or class.
 The l_max = 0 (distances only) ablation is ``kind = "equivariant", l_max = 0``. The number
 of timescales is never part of a section: it comes from the data (``n_timescales``). Lists
 (as TOML and JSON give them) become tuples. Every model maps a graph to ``[N, n_timescales]``.
@@ -15,14 +18,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from equiglass.data.descriptors import DescriptorConfig
-from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
+from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN, cube_symmetry_augmentation
 from equiglass.nn.equivariant import EquivariantConfig, EquivariantPropensityModel
 from equiglass.nn.ridge import DescriptorRidge
+
+
+#: How a kind is fitted: by gradient steps (``equiglass.training.loop``) or in closed form
+#: (``equiglass.training.closed_form``).
+Fit = Literal["gradient", "closed_form"]
 
 
 @dataclass(frozen=True)
@@ -31,11 +40,23 @@ class ModelKind:
 
     Attributes:
         config_class: the hyper-parameter dataclass; a section's keys other than ``kind`` are its fields.
+        model_class: the class :attr:`build` returns (:func:`kind_of` maps a model back to its entry).
         build: ``(config, n_timescales) -> model``.
+        fit: ``"gradient"`` or ``"closed_form"``.
+        augmentation: ``(batch, generator) -> batch``, the random symmetry applied to training
+            batches when ``[train] augment`` is on (its default); None: the kind has none.
+        rotation_equivariant: the outputs are invariant under every rotation (False: only under
+            the symmetries its augmentation draws, e.g. the cube's).
+        transferable: has a backbone and a ``decoder`` (``[train] init_from``, ``freeze_backbone``).
     """
 
     config_class: type
+    model_class: type[nn.Module]
     build: Callable[[Any, int], nn.Module]
+    fit: Fit = "gradient"
+    augmentation: Callable[[Any, torch.Generator], Any] | None = None
+    rotation_equivariant: bool = True
+    transferable: bool = True
 
     def options(self) -> tuple[str, ...]:
         """The keys a section of this kind may hold besides ``kind`` (``n_timescales`` excluded)."""
@@ -58,10 +79,30 @@ class ModelKind:
 
 #: Model kind -> its config dataclass and constructor.
 MODEL_KINDS: dict[str, ModelKind] = {
-    "equivariant": ModelKind(EquivariantConfig, lambda config, _: EquivariantPropensityModel(config)),
-    "bapst": ModelKind(BapstConfig, lambda config, _: BapstGNN(config)),
-    "ridge": ModelKind(DescriptorConfig, lambda config, n_timescales: DescriptorRidge(n_timescales, config)),
+    "equivariant": ModelKind(
+        EquivariantConfig, EquivariantPropensityModel, lambda config, _: EquivariantPropensityModel(config)
+    ),
+    "bapst": ModelKind(
+        BapstConfig, BapstGNN, lambda config, _: BapstGNN(config),
+        augmentation=cube_symmetry_augmentation, rotation_equivariant=False,
+    ),
+    "ridge": ModelKind(
+        DescriptorConfig, DescriptorRidge, lambda config, n_timescales: DescriptorRidge(n_timescales, config),
+        fit="closed_form", transferable=False,
+    ),
 }
+
+
+def kind_of(model: nn.Module) -> ModelKind:
+    """The entry of a built model.
+
+    Raises:
+        ValueError: a model of no registered kind.
+    """
+    for entry in MODEL_KINDS.values():
+        if type(model) is entry.model_class:
+            return entry
+    raise ValueError(f"{type(model).__name__} is not a registered model kind ({sorted(MODEL_KINDS)})")
 
 
 def model_kind(model_section: Mapping[str, Any]) -> tuple[ModelKind, dict[str, Any]]:
