@@ -424,3 +424,21 @@ def test_cuequivariance_backend_without_the_package_says_how_to_install(monkeypa
     monkeypatch.setattr("equiglass.nn.cuequivariance.cuequivariance_available", lambda: False)
     with pytest.raises(ImportError, match=r"pip install -e '\.\[cuequivariance\]'"):
         EquivariantPropensityModel(EquivariantConfig(**{**SMALL, "tensor_product": "cuequivariance"}))
+
+
+def test_tensor_product_registry_builds_only_the_chosen_backend():
+    """``[model] tensor_product`` names a class of TENSOR_PRODUCTS; only the fused one holds (and
+    only a fused model computes) the spherical couplings; unknown names are refused."""
+    from typing import get_args
+
+    from equiglass.nn.convolution import TENSOR_PRODUCTS, TensorProductKind
+
+    assert list(TENSOR_PRODUCTS) == list(get_args(TensorProductKind))
+    for name in ("fused", "e3nn"):
+        model = EquivariantPropensityModel(EquivariantConfig(**{**SMALL, "tensor_product": name}))
+        assert all(type(block.convolution) is TENSOR_PRODUCTS[name] for block in model.blocks)
+        fused = name == "fused"
+        assert (model.spherical_couplings is not None) == fused
+        assert all(hasattr(block.convolution, "spherical_couplings") == fused for block in model.blocks)
+    with pytest.raises(ValueError, match="tensor_product must be one of"):
+        InteractionBlock("4x0e", "4x0e", "1x0e", 4, (8,), 10.0, tensor_product="sparse")

@@ -2,12 +2,13 @@
 
 Public classes:
     EquivariantConfig, EquivariantPropensityModel   the PCL22 rotation-equivariant model
-    InteractionBlock, EquivariantConvolution        its layer and the convolution inside it
+    InteractionBlock, EquivariantConvolution        its layer and the convolution inside it (base class)
+    TENSOR_PRODUCTS, build_convolution              the convolution's implementations, by name
     NodeEmbedding                                   particle type (+ potential energy) -> scalars
     BesselBasis, PolynomialCutoff, RadialEmbedding  edge-length encodings
 """
 
-from equiglass.nn.convolution import EquivariantConvolution, InteractionBlock
+from equiglass.nn.convolution import TENSOR_PRODUCTS, EquivariantConvolution, InteractionBlock, build_convolution
 from equiglass.nn.embedding import NodeEmbedding
 from equiglass.nn.equivariant import EquivariantConfig, EquivariantPropensityModel
 from equiglass.nn.radial import BesselBasis, PolynomialCutoff, RadialEmbedding
@@ -21,4 +22,6 @@ __all__ = [
     "NodeEmbedding",
     "PolynomialCutoff",
     "RadialEmbedding",
+    "TENSOR_PRODUCTS",
+    "build_convolution",
 ]

@@ -7,7 +7,7 @@ Edge convention (see :mod:`equiglass.data.graphs`): ``edge_index[0] = j`` is the
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 from e3nn import o3
@@ -42,9 +42,8 @@ def _uvu_instructions(
 
 #: A tensor-product path's coupling of the spherical harmonics: ``(l1, l2, l3)``.
 Triple = tuple[int, int, int]
-#: Implementations of the convolution's tensor product (see :class:`EquivariantConvolution`).
+#: Names of the implementations of the convolution's tensor product (see :data:`TENSOR_PRODUCTS`).
 TensorProductKind = Literal["fused", "e3nn", "cuequivariance"]
-TENSOR_PRODUCTS: tuple[str, ...] = get_args(TensorProductKind)
 
 
 class SphericalCouplings(nn.Module):
@@ -88,6 +87,11 @@ def _w3j_name(triple: Triple) -> str:
     return "w3j_{}_{}_{}".format(*triple)
 
 
+def _edge_autocast(device_type: str, edge_precision: torch.dtype | None) -> torch.autocast:
+    """:func:`torch.autocast` to ``edge_precision``, or autocast disabled when it is None."""
+    return torch.autocast(device_type, dtype=edge_precision, enabled=edge_precision is not None)
+
+
 class EquivariantConvolution(nn.Module):
     r"""Point convolution, :math:`h_i = W_2 \frac{1}{\bar n}\sum_j R(r_{ij}) (W_1 x_j \otimes Y(\hat r_{ij}))`.
 
@@ -95,26 +99,18 @@ class EquivariantConvolution(nn.Module):
     :class:`e3nn.o3.TensorProduct` with ``shared_weights=False`` whose per-edge, per-path
     weights ``R`` come from a bias-free :class:`e3nn.nn.FullyConnectedNet` of the radial
     embedding (so they vanish where the embedding does, at the cutoff). The sum over
-    neighbours (``index_add``) is divided by the fixed ``avg_num_neighbours`` :math:`\bar n`
+    neighbours is divided by the fixed ``avg_num_neighbours`` :math:`\bar n`
     (not by the actual neighbour count, which would jump when a neighbour crosses the cutoff).
     Dividing by :math:`\bar n` rather than :math:`\sqrt{\bar n}`: in a dense liquid the
     messages of the ~40 neighbours are strongly correlated (the ``l = 0`` part is a local
     density), so their sum grows like :math:`\bar n`.
 
-    Three implementations of ``⊗``, equal to float rounding (tests/test_nn_equivariant.py):
-
-    * ``"e3nn"``: the :class:`e3nn.o3.TensorProduct` module itself;
-    * ``"fused"`` (default, faster, see benchmarks/README.md): :meth:`fused_message_sum`,
-      one batched matrix product ``(w_e[u] x_j[u, :]) @ C_e`` per path with the edge
-      couplings ``C_e`` of :class:`SphericalCouplings` (computed once per forward and
-      shared by all layers when the model passes them), summed at the nodes path by path.
-      It avoids e3nn's per-path slicing of the inputs and weights (whose backward writes a
-      zero-filled copy of the whole input per path) and the concatenation of the
-      ``[E, 560]`` messages (default model). It uses the instructions, path weights and
-      output layout of the e3nn module, which it keeps (it has no parameters), so
-      checkpoints are the same for both;
-    * ``"cuequivariance"``: NVIDIA's cuEquivariance, for GPUs (optional package, see
-      :mod:`equiglass.nn.cuequivariance`), same parameters again.
+    This base class holds what every implementation of ``⊗`` shares (the linear maps, the
+    radial MLP and the e3nn module, which defines the paths, their weights' layout and the
+    output layout, and holds no weights of its own); a subclass per implementation computes
+    the message sum (:meth:`message_sum`). All have the same parameters, so the same
+    checkpoints, and equal outputs to float rounding (tests/test_nn_equivariant.py). Build one
+    by name with :func:`build_convolution`; the implementations are :data:`TENSOR_PRODUCTS`.
 
     Args:
         irreps_in: node features in.
@@ -123,11 +119,10 @@ class EquivariantConvolution(nn.Module):
         num_basis: size of the radial embedding.
         radial_hidden: hidden layer sizes of the radial MLP.
         avg_num_neighbours: the normaliser :math:`\bar n`.
-        tensor_product: ``"fused"``, ``"e3nn"`` or ``"cuequivariance"``.
 
     Shapes: ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
-    ``edge_radial [E, num_basis]``, optional ``couplings`` (a superset of :attr:`triples`, see
-    :class:`SphericalCouplings`) -> ``[N, irreps_out.dim]``.
+    ``edge_radial [E, num_basis]``, optional ``couplings`` (see :class:`FusedConvolution`)
+    -> ``[N, irreps_out.dim]``.
     """
 
     def __init__(
@@ -138,12 +133,8 @@ class EquivariantConvolution(nn.Module):
         num_basis: int,
         radial_hidden: tuple[int, ...],
         avg_num_neighbours: float,
-        tensor_product: TensorProductKind = "fused",
     ) -> None:
         super().__init__()
-        if tensor_product not in TENSOR_PRODUCTS:
-            raise ValueError(f"tensor_product must be one of {list(TENSOR_PRODUCTS)}, got {tensor_product!r}")
-        self.tensor_product_kind = tensor_product
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_sh = o3.Irreps(irreps_sh)
         self.irreps_out = o3.Irreps(irreps_out)
@@ -172,26 +163,6 @@ class EquivariantConvolution(nn.Module):
         )
         self.linear_out = o3.Linear(irreps_mid.simplify(), self.irreps_out)
 
-        # the fused tensor product: per path, its input irrep, (l1, l2, l3), output slot and path weight
-        order = lambda irreps, index: irreps[index].ir.l  # noqa: E731
-        self.paths = [
-            (
-                ins.i_in1,
-                (order(self.irreps_in, ins.i_in1), order(self.irreps_sh, ins.i_in2), order(irreps_mid, ins.i_out)),
-                ins.i_out,
-                ins.path_weight,
-            )
-            for ins in self.tensor_product.instructions
-        ]
-        if sorted(path[2] for path in self.paths) != list(range(len(irreps_mid))):
-            raise AssertionError("every tensor-product path must have its own output slot")
-        self.path_sizes = [self.irreps_in[ins.i_in1].mul for ins in self.tensor_product.instructions]
-        self.input_shapes = [(mul, ir.dim) for mul, ir in self.irreps_in]  # plain ints: no e3nn objects in forward
-        self.triples = {path[1] for path in self.paths}
-        self.spherical_couplings = SphericalCouplings(self.irreps_sh, self.triples)
-        if tensor_product == "cuequivariance":
-            self.cuequivariance = CuEquivarianceTensorProduct(self.tensor_product)
-
     def forward(
         self,
         x: torch.Tensor,
@@ -209,48 +180,184 @@ class EquivariantConvolution(nn.Module):
         the dtype of ``x``). Messages are summed, and node features kept, in the dtype of ``x``.
         """
         x = self.linear_in(x)
-        lower = edge_precision is not None
-        with torch.autocast(x.device.type, dtype=edge_precision if lower else None, enabled=lower):
+        with _edge_autocast(x.device.type, edge_precision):
             weights = self.radial(edge_radial)
-            if self.tensor_product_kind == "fused":
-                if couplings is None:
-                    couplings = self.spherical_couplings(edge_sh)
-                summed = self.fused_message_sum(x, edge_index, couplings, weights)
-        weights = weights.to(x.dtype)
-        if self.tensor_product_kind == "e3nn":
-            source, target = edge_index
-            messages = self.tensor_product(x[source], edge_sh, weights)
-            summed = messages.new_zeros(x.shape[0], messages.shape[1]).index_add(0, target, messages)
-        elif self.tensor_product_kind == "cuequivariance":
-            summed = self.cuequivariance(x, edge_index, edge_sh, weights)
+        summed = self.message_sum(x, edge_index, edge_sh, weights, couplings, edge_precision)
         return self.linear_out(summed / self.avg_num_neighbours)
 
-    def fused_message_sum(
-        self, x: torch.Tensor, edge_index: torch.Tensor, couplings: dict[Triple, torch.Tensor], weights: torch.Tensor
+    def message_sum(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        weights: torch.Tensor,
+        couplings: dict[Triple, torch.Tensor] | None,
+        edge_precision: torch.dtype | None,
     ) -> torch.Tensor:
-        """Sum over each node's incoming edges of :attr:`tensor_product` ``(x[source], Y, weights)``.
+        """Sum over each node's incoming edges of :attr:`tensor_product` ``(x[source], edge_sh, weights)``.
+
+        ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
+        ``weights [E, weight_numel]`` (e3nn instruction order; in ``edge_precision`` under
+        mixed precision) -> ``[N, irreps_mid.dim]`` in the dtype of ``x`` (the layout of the
+        e3nn module's output). ``couplings`` and ``edge_precision``: see :class:`FusedConvolution`.
+        """
+        raise NotImplementedError
+
+
+class E3nnConvolution(EquivariantConvolution):
+    """:class:`EquivariantConvolution` whose tensor product is the :class:`e3nn.o3.TensorProduct` module itself.
+
+    Messages ``[E, irreps_mid.dim]`` are computed per edge, then summed at the centres
+    (``index_add``), in the dtype of ``x`` (no autocast).
+    """
+
+    def message_sum(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        weights: torch.Tensor,
+        couplings: dict[Triple, torch.Tensor] | None,
+        edge_precision: torch.dtype | None,
+    ) -> torch.Tensor:
+        """See :meth:`EquivariantConvolution.message_sum`."""
+        source, target = edge_index
+        messages = self.tensor_product(x[source], edge_sh, weights.to(x.dtype))
+        return messages.new_zeros(x.shape[0], messages.shape[1]).index_add(0, target, messages)
+
+
+class FusedConvolution(EquivariantConvolution):
+    """:class:`EquivariantConvolution` with a fused tensor product (the default, faster: see benchmarks/README.md).
+
+    One batched matrix product ``(w_e[u] x_j[u, :]) @ C_e`` per path with the edge couplings
+    ``C_e`` of :class:`SphericalCouplings` (computed once per forward and shared by all
+    layers when the model passes them as ``couplings``, a superset of :attr:`triples`),
+    summed at the nodes path by path. It avoids e3nn's per-path slicing of the inputs and
+    weights (whose backward writes a zero-filled copy of the whole input per path) and the
+    concatenation of the ``[E, 560]`` messages (default model). It uses the instructions,
+    path weights and output layout of the e3nn module. Under mixed precision
+    (``edge_precision``) the couplings and matrix products run under autocast; the node sums
+    are in the dtype of ``x``.
+    """
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps | str,
+        irreps_sh: o3.Irreps | str,
+        irreps_out: o3.Irreps | str,
+        num_basis: int,
+        radial_hidden: tuple[int, ...],
+        avg_num_neighbours: float,
+    ) -> None:
+        super().__init__(irreps_in, irreps_sh, irreps_out, num_basis, radial_hidden, avg_num_neighbours)
+        irreps_mid = self.tensor_product.irreps_out
+        # per path: its input irrep, (l1, l2, l3), output slot and path weight
+        order = lambda irreps, index: irreps[index].ir.l  # noqa: E731
+        self.paths = [
+            (
+                ins.i_in1,
+                (order(self.irreps_in, ins.i_in1), order(self.irreps_sh, ins.i_in2), order(irreps_mid, ins.i_out)),
+                ins.i_out,
+                ins.path_weight,
+            )
+            for ins in self.tensor_product.instructions
+        ]
+        if sorted(path[2] for path in self.paths) != list(range(len(irreps_mid))):
+            raise AssertionError("every tensor-product path must have its own output slot")
+        self.path_sizes = [self.irreps_in[ins.i_in1].mul for ins in self.tensor_product.instructions]
+        self.input_shapes = [(mul, ir.dim) for mul, ir in self.irreps_in]  # plain ints: no e3nn objects in forward
+        self.triples = {path[1] for path in self.paths}
+        self.spherical_couplings = SphericalCouplings(self.irreps_sh, self.triples)
+
+    def message_sum(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        weights: torch.Tensor,
+        couplings: dict[Triple, torch.Tensor] | None,
+        edge_precision: torch.dtype | None,
+    ) -> torch.Tensor:
+        """See :meth:`EquivariantConvolution.message_sum`.
 
         One batched matrix product per path (the per-edge weights multiply the smaller of its
         input and output), summed at the nodes path by path, so the ``[E, irreps_mid.dim]``
         messages are never concatenated; the path weight is applied to the node sums.
-
-        ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``couplings`` of :class:`SphericalCouplings`,
-        ``weights [E, weight_numel]`` -> ``[N, irreps_mid.dim]`` (the layout of the e3nn module's output).
+        ``couplings`` of :class:`SphericalCouplings`, computed here when None.
         """
-        source, target = edge_index
-        n_edges, n_nodes = source.shape[0], x.shape[0]
-        sources = x[source].split([mul * dim for mul, dim in self.input_shapes], dim=1)
-        features = [part.reshape(n_edges, mul, dim) for part, (mul, dim) in zip(sources, self.input_shapes)]
-        sums: list[torch.Tensor] = [x] * len(self.paths)
-        for (i_in, triple, i_out, path_weight), weight in zip(self.paths, weights.split(self.path_sizes, dim=1)):
-            feature, coupling = features[i_in], couplings[triple]
-            if coupling.shape[2] < coupling.shape[1]:
-                message = torch.bmm(feature, coupling) * weight.unsqueeze(-1)
-            else:
-                message = torch.bmm(feature * weight.unsqueeze(-1), coupling)
-            message = message.reshape(n_edges, -1).to(x.dtype)  # summed in x's precision under autocast too
-            sums[i_out] = path_weight * message.new_zeros(n_nodes, message.shape[1]).index_add_(0, target, message)
-        return torch.cat(sums, dim=1)
+        with _edge_autocast(x.device.type, edge_precision):
+            if couplings is None:
+                couplings = self.spherical_couplings(edge_sh)
+            source, target = edge_index
+            n_edges, n_nodes = source.shape[0], x.shape[0]
+            sources = x[source].split([mul * dim for mul, dim in self.input_shapes], dim=1)
+            features = [part.reshape(n_edges, mul, dim) for part, (mul, dim) in zip(sources, self.input_shapes)]
+            sums: list[torch.Tensor] = [x] * len(self.paths)
+            for (i_in, triple, i_out, path_weight), weight in zip(self.paths, weights.split(self.path_sizes, dim=1)):
+                feature, coupling = features[i_in], couplings[triple]
+                if coupling.shape[2] < coupling.shape[1]:
+                    message = torch.bmm(feature, coupling) * weight.unsqueeze(-1)
+                else:
+                    message = torch.bmm(feature * weight.unsqueeze(-1), coupling)
+                message = message.reshape(n_edges, -1).to(x.dtype)  # summed in x's precision under autocast too
+                sums[i_out] = path_weight * message.new_zeros(n_nodes, message.shape[1]).index_add_(0, target, message)
+            return torch.cat(sums, dim=1)
+
+
+class CuEquivarianceConvolution(EquivariantConvolution):
+    """:class:`EquivariantConvolution` whose message sum is NVIDIA's cuEquivariance, for GPUs.
+
+    Optional package; see :class:`~equiglass.nn.cuequivariance.CuEquivarianceTensorProduct`
+    (the gather of the neighbours' features and the sum at the centres fused into one call),
+    in the dtype of ``x`` (no autocast).
+    """
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps | str,
+        irreps_sh: o3.Irreps | str,
+        irreps_out: o3.Irreps | str,
+        num_basis: int,
+        radial_hidden: tuple[int, ...],
+        avg_num_neighbours: float,
+    ) -> None:
+        super().__init__(irreps_in, irreps_sh, irreps_out, num_basis, radial_hidden, avg_num_neighbours)
+        self.cuequivariance = CuEquivarianceTensorProduct(self.tensor_product)
+
+    def message_sum(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        weights: torch.Tensor,
+        couplings: dict[Triple, torch.Tensor] | None,
+        edge_precision: torch.dtype | None,
+    ) -> torch.Tensor:
+        """See :meth:`EquivariantConvolution.message_sum`."""
+        return self.cuequivariance(x, edge_index, edge_sh, weights.to(x.dtype))
+
+
+#: The implementations of the convolution's tensor product, by the name of ``[model] tensor_product``.
+TENSOR_PRODUCTS: dict[str, type[EquivariantConvolution]] = {
+    "fused": FusedConvolution,
+    "e3nn": E3nnConvolution,
+    "cuequivariance": CuEquivarianceConvolution,
+}
+
+
+def build_convolution(
+    tensor_product: TensorProductKind,
+    irreps_in: o3.Irreps | str,
+    irreps_sh: o3.Irreps | str,
+    irreps_out: o3.Irreps | str,
+    num_basis: int,
+    radial_hidden: tuple[int, ...],
+    avg_num_neighbours: float,
+) -> EquivariantConvolution:
+    """The convolution of :data:`TENSOR_PRODUCTS` named ``tensor_product``; other arguments: see :class:`EquivariantConvolution`."""
+    if tensor_product not in TENSOR_PRODUCTS:
+        raise ValueError(f"tensor_product must be one of {list(TENSOR_PRODUCTS)}, got {tensor_product!r}")
+    return TENSOR_PRODUCTS[tensor_product](irreps_in, irreps_sh, irreps_out, num_basis, radial_hidden, avg_num_neighbours)
 
 
 class InteractionBlock(nn.Module):
@@ -276,8 +383,8 @@ class InteractionBlock(nn.Module):
     Args:
         irreps_in: node features in.
         irreps_out: node features out; sorted, ``l = 0`` channels first.
-        irreps_sh, num_basis, radial_hidden, avg_num_neighbours, tensor_product: see
-            :class:`EquivariantConvolution`.
+        irreps_sh, num_basis, radial_hidden, avg_num_neighbours: see :class:`EquivariantConvolution`.
+        tensor_product: the implementation, a name of :data:`TENSOR_PRODUCTS`.
         batch_norm: use :class:`e3nn.nn.BatchNorm` (True) or nothing.
 
     Shapes: ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
@@ -311,8 +418,8 @@ class InteractionBlock(nn.Module):
             gated,
         )
         irreps_pre = self.gate.irreps_in
-        self.convolution = EquivariantConvolution(
-            self.irreps_in, irreps_sh, irreps_pre, num_basis, radial_hidden, avg_num_neighbours, tensor_product
+        self.convolution = build_convolution(
+            tensor_product, self.irreps_in, irreps_sh, irreps_pre, num_basis, radial_hidden, avg_num_neighbours
         )
         self.self_interaction = o3.Linear(self.irreps_in, irreps_pre)
         self.norm = BatchNorm(irreps_pre) if batch_norm else nn.Identity()

@@ -1,7 +1,7 @@
 """Optional NVIDIA cuEquivariance backend of the convolution's tensor product.
 
 ``[model] tensor_product = "cuequivariance"`` computes the channel-wise ("uvu") tensor
-product of :class:`~equiglass.nn.convolution.EquivariantConvolution` with
+product of :class:`~equiglass.nn.convolution.CuEquivarianceConvolution` with
 :class:`cuequivariance_torch.ChannelWiseTensorProduct`, the gather of the neighbours'
 features and the sum of the messages at the centres fused into the same call. With a
 GPU and ``cuequivariance-ops-torch`` (NVIDIA's CUDA kernels) it runs the ``uniform_1d``

@@ -22,7 +22,13 @@ from torch import nn
 from torch_geometric.data import Data
 
 from equiglass.data.graphs import DEFAULT_CUTOFF, edge_vectors
-from equiglass.nn.convolution import TENSOR_PRODUCTS, InteractionBlock, SphericalCouplings, TensorProductKind
+from equiglass.nn.convolution import (
+    TENSOR_PRODUCTS,
+    FusedConvolution,
+    InteractionBlock,
+    SphericalCouplings,
+    TensorProductKind,
+)
 from equiglass.nn.embedding import NodeEmbedding
 from equiglass.nn.radial import RadialEmbedding
 
@@ -67,7 +73,7 @@ class EquivariantConfig:
         tensor_product: implementation of the convolutions' tensor products, ``"fused"``
             (default, fastest on CPU), ``"e3nn"`` (the plain e3nn module) or ``"cuequivariance"``
             (NVIDIA's cuEquivariance, for GPUs; optional package); same parameters, same
-            outputs to float rounding (see :class:`~equiglass.nn.convolution.EquivariantConvolution`).
+            outputs to float rounding (see :data:`~equiglass.nn.convolution.TENSOR_PRODUCTS`).
     """
 
     n_timescales: int = 10
@@ -174,8 +180,10 @@ class EquivariantPropensityModel(nn.Module):
             )
             irreps_in = irreps_out
         self.blocks = nn.ModuleList(blocks)
-        triples = set().union(*(block.convolution.triples for block in blocks))
-        self.spherical_couplings = SphericalCouplings(config.irreps_sh, triples)
+        fused = [block.convolution for block in blocks if isinstance(block.convolution, FusedConvolution)]
+        self.spherical_couplings = (
+            SphericalCouplings(config.irreps_sh, set().union(*(conv.triples for conv in fused))) if fused else None
+        )
 
         n_decoded = config.channels * (config.n_layers if config.readout_all_layers else 1)
         sizes = [n_decoded, *config.decoder_hidden, config.n_timescales]
@@ -204,7 +212,7 @@ class EquivariantPropensityModel(nn.Module):
             edge_sh = self.spherical_harmonics(vectors)
             edge_radial = self.radial_embedding(vectors.norm(dim=-1))
             energy = data.potential_energy if self.config.use_potential_energy and "potential_energy" in data else None
-            couplings = self.spherical_couplings(edge_sh) if self.config.tensor_product == "fused" else None
+            couplings = None if self.spherical_couplings is None else self.spherical_couplings(edge_sh)
             x = self.embedding(data.types, energy)
             features = []
             for block in self.blocks:
