@@ -1,7 +1,9 @@
 """Helpers shared by the model benchmarks (`train_step.py`, `scaling.py`).
 
-Kob-Andersen configurations (a short LAMMPS melt), the models compared, one training
-step, wall-clock timing with device synchronisation, peak-memory probes and the machine
+Kob-Andersen configurations (a short LAMMPS melt), the models compared (built by the
+model registry, as training builds them), the training step as training takes it
+(:func:`~equiglass.training.loop.take_step` with the default ``[train]`` settings and
+the training objective), wall-clock timing with device synchronisation, peak-memory probes and the machine
 description printed and stored beside every figure.
 
 Peak memory is a *delta* over what the process held just before the measured call:
@@ -31,7 +33,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +45,12 @@ import vesin
 from torch import nn
 from torch_geometric.data import Batch, Data
 
-from equiglass.training.runtime import release_freed_memory, retain_freed_memory
+from equiglass.nn.registry import model_kind
 from equiglass.physics import kob_andersen
-from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
-from equiglass.nn.equivariant import EquivariantConfig, EquivariantPropensityModel
-from equiglass.training.loop import mixed_precision
+from equiglass.training.config import TrainConfig
+from equiglass.training.loop import grad_scaler, mixed_precision, take_step
+from equiglass.training.objective import Objective
+from equiglass.training.runtime import release_freed_memory, retain_freed_memory
 
 #: Where the benchmarks write their JSON files (and the cached configurations).
 RESULTS = Path(__file__).parent / "results"
@@ -62,20 +65,26 @@ N_TIMESCALES = 10
 #: distances-only ablation, the Bapst GNN (63,050) and an equivariant model of Bapst's
 #: parameter count (63,434, +0.6 %: the default width with one more interaction block).
 MODEL_NAMES = ("equivariant", "equivariant_l0", "bapst", "equivariant_matched")
-#: EquivariantConfig options of the equivariant models, beside ``n_timescales``.
-EQUIVARIANT_OPTIONS: dict[str, dict[str, Any]] = {
-    "equivariant": {},
-    "equivariant_l0": {"l_max": 0},
-    "equivariant_matched": {"n_layers": 6},
+#: ``[model]`` sections of the models (the equivariant ones also get ``tensor_product``).
+MODEL_SECTIONS: dict[str, dict[str, Any]] = {
+    "equivariant": {"kind": "equivariant"},
+    "equivariant_l0": {"kind": "equivariant", "l_max": 0},
+    "bapst": {"kind": "bapst"},
+    "equivariant_matched": {"kind": "equivariant", "n_layers": 6},
 }
+#: The ``[train]`` defaults: optimiser, learning rate, weight decay and gradient clipping of the timed steps.
+TRAIN_DEFAULTS = TrainConfig()
+#: Particle types of the loss: type A, the default of ``[data] particle_types``.
+LOSS_TYPES = (0,)
 
 
-def build_model(name: str, tensor_product: str = "fused") -> nn.Module:
-    """Model ``name`` of :data:`MODEL_NAMES`; ``tensor_product`` (see :data:`~equiglass.nn.convolution.TENSOR_PRODUCTS`) for the equivariant ones."""
-    if name == "bapst":
-        return BapstGNN(BapstConfig(n_timescales=N_TIMESCALES))
-    options = EQUIVARIANT_OPTIONS[name]
-    return EquivariantPropensityModel(EquivariantConfig(n_timescales=N_TIMESCALES, tensor_product=tensor_product, **options))
+def model_section(name: str, tensor_product: str = "fused") -> dict[str, Any]:
+    """The ``[model]`` section of model ``name`` of :data:`MODEL_NAMES`, with ``tensor_product``
+    (see :data:`~equiglass.nn.convolution.TENSOR_PRODUCTS`) where the kind has that option;
+    :func:`~equiglass.nn.registry.build_model` builds it as training does."""
+    section = MODEL_SECTIONS[name]
+    entry, _ = model_kind(section)
+    return {**section, "tensor_product": tensor_product} if "tensor_product" in entry.options() else dict(section)
 
 
 def add_cpu_options(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +116,7 @@ def resolve_device(name: str) -> torch.device:
 def machine_info(device: torch.device) -> dict[str, Any]:
     """Machine, versions, threads, device and the load average at the time of the call."""
     info: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_model": _cpu_model(),
@@ -244,28 +253,32 @@ def to_batch(graphs: list[Data], device: torch.device) -> Batch:
     return Batch.from_data_list(graphs).to(device)
 
 
-def propensity_loss(prediction: torch.Tensor, batch: Data) -> torch.Tensor:
-    """Mean squared error over the A particles at every timescale (the training default)."""
-    mask = batch.target_mask & (batch.types == 0).unsqueeze(-1)
-    return (prediction - batch.y)[mask].square().mean()
+def training_objective(graphs: list[Data]) -> Objective:
+    """The training objective (targets normalised with the statistics of ``graphs``, :data:`LOSS_TYPES`)."""
+    return Objective.from_graphs(graphs, LOSS_TYPES)
 
 
 def training_step(
-    model: nn.Module, optimiser: torch.optim.Optimizer, batch: Data, grad_clip: float = 1.0, precision: str = "float32"
-) -> None:
-    """One optimiser step: forward (under autocast to ``precision``, as training runs it), loss,
-    backward, gradient-norm clipping, update."""
-    optimiser.zero_grad(set_to_none=True)
-    with mixed_precision(batch.pos.device, precision):
-        prediction = model(batch)
-    propensity_loss(prediction.float(), batch).backward()
-    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimiser.step()
+    model: nn.Module, forward: Callable[[Batch], torch.Tensor], objective: Objective, device: torch.device,
+    precision: str = "float32",
+) -> Callable[[Batch], None]:
+    """One optimiser step per call, as training takes it (:func:`~equiglass.training.loop.take_step`):
+    an optimiser of ``model``'s parameters and the gradient clipping of the ``[train]`` defaults,
+    the forward through ``forward`` (``model`` or its compiled version) under autocast to
+    ``precision``, with training's gradient scaler."""
+    optimiser_class = torch.optim.AdamW if TRAIN_DEFAULTS.optimiser == "adamw" else torch.optim.Adam
+    optimiser = optimiser_class(model.parameters(), lr=TRAIN_DEFAULTS.lr, weight_decay=TRAIN_DEFAULTS.weight_decay)
+    scaler = grad_scaler(device, precision)
+
+    def step(batch: Batch) -> None:
+        take_step(forward, batch, objective, optimiser, scaler, precision=precision, grad_clip=TRAIN_DEFAULTS.grad_clip)
+
+    return step
 
 
-def forward_backward(model: nn.Module, batch: Data) -> None:
-    """Forward, loss and backward, without an optimiser (gradients accumulate, harmlessly)."""
-    propensity_loss(model(batch), batch).backward()
+def forward_backward(model: nn.Module, batch: Data, objective: Objective) -> None:
+    """Forward, the training loss and backward, without an optimiser (gradients accumulate, harmlessly)."""
+    objective.loss(model(batch), batch).backward()
 
 
 def inference(model: nn.Module, batch: Data, precision: str = "float32") -> None:

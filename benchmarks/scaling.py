@@ -3,7 +3,7 @@
 For each N (KA at density 1.2, one LAMMPS-melted configuration per size, cutoff 2.0):
 the time to build the graph (`configuration_graph`: validation, vesin neighbour list,
 `Data`), and for the default equivariant model and the Bapst GNN the time of a no-grad
-forward (eval mode) and of forward + loss + backward (train mode), each the median of
+forward (eval mode) and of forward + the training loss + backward (train mode), each the median of
 up to `--repeats` calls, with peak memory (see `common.py`). Prints a table of
 microseconds per particle, the log-log slope of time against N (1 = linear), and per model
 and N the fraction of a graph build + training step (forward + backward) spent building
@@ -30,13 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from common import (
     CUTOFF,
+    N_TIMESCALES,
     RESULTS,
     add_cpu_options,
     apply_cpu_options,
-    build_model,
     forward_backward,
     inference,
     ka_configurations,
@@ -45,17 +44,22 @@ from common import (
     measure,
     measure_point,
     median,
+    model_section,
     resolve_device,
     to_batch,
+    training_objective,
     write_json,
 )
+
 from equiglass.data.graphs import configuration_graph
 from equiglass.nn.convolution import TENSOR_PRODUCTS
+from equiglass.nn.registry import build_model
+from equiglass.training.objective import Objective
 
-#: Models compared (names of `common.MODEL_NAMES`) and the phases timed for each.
+#: Models compared (names of `common.MODEL_NAMES`) and the phases timed for each: ``(model, batch, objective)``.
 SCALING_MODELS = ("equivariant", "bapst")
-PHASES: dict[str, Callable[[torch.nn.Module, Any], None]] = {
-    "forward": inference,
+PHASES: dict[str, Callable[[torch.nn.Module, Any, Objective], None]] = {
+    "forward": lambda model, batch, _: inference(model, batch),
     "forward_backward": forward_backward,
 }
 
@@ -119,7 +123,9 @@ def main() -> None:
 
     sizes = sorted(args.sizes)
     torch.manual_seed(0)
-    models = {name: build_model(name, args.tensor_product).to(device) for name in SCALING_MODELS}
+    models = {
+        name: build_model(model_section(name, args.tensor_product), N_TIMESCALES).to(device) for name in SCALING_MODELS
+    }
     rows: list[dict[str, Any]] = []
     columns = [f"{name}:{phase}" for name in SCALING_MODELS for phase in PHASES]
     header = f"{'N':>6} {'edges':>8} {'graph':>7} " + " ".join(f"{column:>28}" for column in columns)
@@ -132,6 +138,7 @@ def main() -> None:
         graph_times = measure(build, device, args.repeats, args.max_seconds)
         graph = build()
         batch = to_batch([graph], device)
+        objective = training_objective([graph])
         row: dict[str, Any] = {
             "n_particles": n_particles,
             "n_edges": int(graph.edge_index.shape[1]),
@@ -145,9 +152,9 @@ def main() -> None:
                 key = f"{name}:{phase}"
                 model.train(phase == "forward_backward")
                 if index == 0:
-                    run(model, batch)  # warm-up, once per model and phase, at the smallest size
+                    run(model, batch, objective)  # warm-up, once per model and phase, at the smallest size
                 row[key] = measure_point(
-                    lambda: run(model, batch),
+                    partial(run, model, batch, objective),
                     device,
                     args.repeats,
                     args.max_seconds,

@@ -2,10 +2,11 @@
 
 For each model (`common.MODEL_NAMES`: the default equivariant model, its l_max = 0
 ablation, the Bapst GNN and an equivariant model of Bapst's parameter count) and each batch
-size: the wall time of one training step (forward, masked MSE loss, backward, gradient
-clipping, Adam step) and of one no-grad forward in eval mode, as the median of several
-repeats, in particles/s, with the peak memory of each (see `common.py` for what is
-measured on CPU and CUDA).
+size: the wall time of one training step as training takes it (`equiglass.training.loop.take_step`:
+forward, the training objective's masked MSE loss, backward, gradient clipping, Adam step)
+and of one no-grad forward in eval mode, as the median of several repeats, in
+particles/s, with the peak memory of each (see `common.py` for what is measured on CPU
+and CUDA).
 
 Configurations: a 2000-step LAMMPS melt at T = 0.6 (density 1.2), cached in
 benchmarks/results/ka-N4096-T0.6.npz; graphs at cutoff 2.0 (about 166k directed edges).
@@ -34,6 +35,7 @@ Headline keys of the JSON written to benchmarks/results/train_step-<device>[-<te
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import tempfile
@@ -43,11 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from e3nn import nn as e3nn_nn
-from e3nn import o3
-from torch import nn
-from torch.profiler import ProfilerActivity, profile, record_function
-
 from common import (
     CUTOFF,
     DENSITY,
@@ -58,7 +55,6 @@ from common import (
     Configurations,
     add_cpu_options,
     apply_cpu_options,
-    build_model,
     inference,
     ka_configurations,
     load_average,
@@ -66,18 +62,26 @@ from common import (
     measure,
     measure_point,
     median,
+    model_section,
     resolve_device,
     synchronize,
     to_batch,
+    training_objective,
     training_step,
     write_json,
 )
-from equiglass.training.config import PRECISIONS
+from e3nn import nn as e3nn_nn
+from e3nn import o3
+from torch import nn
+from torch.profiler import ProfilerActivity, profile, record_function
+
 from equiglass.data.format import configuration_filename, write_configuration, write_manifest
 from equiglass.data.graphs import PropensityDataset
 from equiglass.nn.convolution import TENSOR_PRODUCTS, EquivariantConvolution, SphericalCouplings
 from equiglass.nn.embedding import NodeEmbedding
 from equiglass.nn.radial import RadialEmbedding
+from equiglass.nn.registry import build_model
+from equiglass.training.config import PRECISIONS
 
 #: Where each kind of equivariant module's forward shows up in the profile (exact types:
 #: the gate's ElementwiseTensorProduct subclasses TensorProduct and is counted in "gate";
@@ -141,20 +145,20 @@ def benchmark_model(
     each phase holds the compilation.
     """
     torch.manual_seed(0)
-    model = build_model(name, options.tensor_product).to(device)
+    model = build_model(model_section(name, options.tensor_product), N_TIMESCALES).to(device)
     runner = torch.compile(model, dynamic=True) if options.compile else model
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step = training_step(model, runner, training_objective(graphs), device, options.precision)
     n_particles = graphs[0].num_nodes
     single = to_batch(graphs[:1], device)
     phases = {
-        "train": (True, lambda batch: training_step(runner, optimiser, batch, precision=options.precision)),
+        "train": (True, step),
         "inference": (False, lambda batch: inference(runner, batch, options.precision)),
     }
     warmup_s: dict[str, list[float]] = {phase: [] for phase in phases}
     for _ in range(options.warmup):
         for phase, (train, call) in phases.items():
             model.train(train)
-            warmup_s[phase] += measure(lambda: call(single), device, 1, math.inf)
+            warmup_s[phase] += measure(functools.partial(call, single), device, 1, math.inf)
     rows: list[dict[str, Any]] = []
     for batch_size in batch_sizes:
         batch = to_batch([graphs[k % len(graphs)] for k in range(batch_size)], device)
@@ -166,7 +170,7 @@ def benchmark_model(
         for phase, (train, call) in phases.items():
             model.train(train)
             point = measure_point(
-                lambda: call(batch),
+                functools.partial(call, batch),
                 device,
                 options.repeats,
                 options.max_seconds,
@@ -199,13 +203,13 @@ def profile_training_step(graph: Any, device: torch.device, tensor_product: str,
     :func:`profile_summary`.
     """
     torch.manual_seed(0)
-    model = build_model("equivariant", tensor_product).to(device).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = build_model(model_section("equivariant", tensor_product), N_TIMESCALES).to(device).train()
+    step = training_step(model, model, training_objective([graph]), device)
     batch = to_batch([graph], device)
-    training_step(model, optimiser, batch)
+    step(batch)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with module_ranges(model), profile(activities=activities) as profiler:
-        training_step(model, optimiser, batch)
+        step(batch)
         synchronize(device)
     events = profiler.key_averages()
     table = events.table(sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total", row_limit=30)

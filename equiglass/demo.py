@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from equiglass.resources import DEMO_CONFIGS, DEMO_DATASET
+from equiglass.resources import DEMO_CONFIGS
 
 if TYPE_CHECKING:  # importing torch is slow; the command line imports this module for its constants
     from equiglass.analysis.evaluate import PearsonTable
@@ -88,8 +88,8 @@ def run_demo(
     Returns:
         The runs, the table and the wall time.
     """
-    from equiglass.training.config import load_config
     from equiglass.analysis.evaluate import evaluate
+    from equiglass.training.config import load_config
     from equiglass.training.loop import train
 
     start = time.perf_counter()

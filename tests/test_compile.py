@@ -13,14 +13,14 @@ import shutil
 
 import pytest
 import torch
-
-import equiglass.training.loop
-from equiglass.training.checkpoint import read_checkpoint
-from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
-from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
-from equiglass.training.loop import train
 from test_nn_equivariant import SMALL, graph, random_configuration
 from test_train import dataset, write_config  # noqa: F401 (dataset: the fixture)
+
+import equiglass.training.loop
+from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
+from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
+from equiglass.training.checkpoint import read_checkpoint
+from equiglass.training.loop import train
 
 
 def two_graphs() -> list:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from test_train import dataset, write_config  # noqa: F401  (dataset is a fixture)
 
-from equiglass.training.checkpoint import load_checkpoint
 from equiglass.cli import main
-from equiglass.training.config import load_config
 from equiglass.demo import ALL_DEMO_MODELS, DEMO_DATASET, DEMO_MODELS, demo_config
+from equiglass.training.checkpoint import load_checkpoint
+from equiglass.training.config import load_config
 
 
 def test_shipped_demo_configs_train_on_the_demo_dataset():

@@ -14,11 +14,11 @@ import sys
 
 import pytest
 import torch
+from test_train import dataset, read_metrics, write_config  # noqa: F401 (dataset: the fixture)
 
 from equiglass.training.checkpoint import LAST_CHECKPOINT, read_checkpoint
 from equiglass.training.distributed import SINGLE_PROCESS, Parallel
 from equiglass.training.loop import train
-from test_train import dataset, read_metrics, write_config  # noqa: F401 (dataset: the fixture)
 
 #: The two runs: name -> (model, [model] options).
 RUNS = {"equivariant": ("equivariant", {"batch_norm": False}), "bapst": ("bapst", {})}

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import equiglass.training.loop
-from equiglass.training.checkpoint import read_checkpoint
-from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
-from equiglass.nn.cuequivariance import cuequivariance_available
-from equiglass.training.loop import train
 from test_compile import MODELS, two_graphs
 from test_nn_equivariant import SMALL
 from test_train import dataset, write_config  # noqa: F401 (dataset: the fixture)
+
+import equiglass.training.loop
+from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
+from equiglass.nn.cuequivariance import cuequivariance_available
+from equiglass.training.checkpoint import read_checkpoint
+from equiglass.training.loop import train
 
 
 def equivariant(tensor_product: str):

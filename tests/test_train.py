@@ -20,15 +20,15 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-import equiglass.training.loop
-from equiglass.training.checkpoint import LAST_CHECKPOINT, load_checkpoint, read_checkpoint
-from equiglass.cli import main
-from equiglass.training.config import load_config, to_toml
-from equiglass.data.format import configuration_filename, write_configuration, write_manifest
-from equiglass.errors import CheckpointError, ConfigError
+import equiglass.training.progress
 from equiglass.analysis.evaluate import evaluate
+from equiglass.cli import main
+from equiglass.data.format import configuration_filename, write_configuration, write_manifest
 from equiglass.data.graphs import neighbour_list
+from equiglass.errors import CheckpointError, ConfigError
 from equiglass.nn.registry import build_model, resolve_model_section
+from equiglass.training.checkpoint import LAST_CHECKPOINT, load_checkpoint, read_checkpoint
+from equiglass.training.config import load_config, to_toml
 from equiglass.training.loop import train
 
 DENSITY = 1.2
@@ -149,9 +149,9 @@ def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model,
     drop is measured against the best score of epoch 1, from before the interruption.
     """
     config = write_config(tmp_path, dataset, model, train={"epochs": 4, "batch_size": 2, **options})
-    reference = train(config, tmp_path / "reference", progress=False)
+    train(config, tmp_path / "reference", progress=False)
 
-    real_save = equiglass.training.loop.save_checkpoint
+    real_save = equiglass.training.progress.save_checkpoint
 
     def save_then_die(path, **kwargs):
         written = real_save(path, **kwargs)
@@ -159,11 +159,11 @@ def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model,
             raise KeyboardInterrupt
         return written
 
-    monkeypatch.setattr(equiglass.training.loop, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(equiglass.training.progress, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "killed", progress=False)
     assert read_checkpoint(tmp_path / "killed" / LAST_CHECKPOINT)["epoch"] == 2
-    monkeypatch.setattr(equiglass.training.loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(equiglass.training.progress, "save_checkpoint", real_save)
     resumed = train(config, tmp_path / "killed", progress=False)
 
     assert resumed.resumed_from == 2 and resumed.epochs == 4

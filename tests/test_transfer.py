@@ -8,9 +8,9 @@ import pytest
 import torch
 from test_train import dataset, one_torch_thread, write_config  # noqa: F401  (fixtures)
 
+from equiglass.errors import CheckpointError, ConfigError
 from equiglass.training.checkpoint import read_checkpoint
 from equiglass.training.config import load_config
-from equiglass.errors import CheckpointError, ConfigError
 from equiglass.training.loop import train
 from equiglass.training.transfer import is_decoder
 

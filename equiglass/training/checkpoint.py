@@ -40,8 +40,8 @@ from torch_geometric.data import Data
 
 from equiglass import __version__
 from equiglass.data.format import Dataset, atomic_write
-from equiglass.errors import CheckpointError
 from equiglass.data.graphs import PropensityDataset
+from equiglass.errors import CheckpointError
 from equiglass.nn.registry import build_model
 
 #: Version of the checkpoint layout.

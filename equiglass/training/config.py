@@ -25,7 +25,7 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     batch_size = 1                     # configurations per optimiser step
     grad_clip = 1.0                    # global gradient-norm clip; 0 = none
     seed = 0                           # model initialisation, data order, augmentation
-    augment = true                     # random cube symmetries (bapst only; default: true for bapst)
+    augment = true                     # the kind's random symmetries (bapst: cube); default: true where it has some
     device = "auto"                    # "cpu", "cuda", or "auto" (cuda when available)
     eval_every = 1                     # validate every this many epochs (and after the last)
     threads = 2                        # torch CPU threads (default: torch's choice)
@@ -54,9 +54,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from equiglass.errors import ConfigError
 from equiglass.data.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, split_indices
-from equiglass.nn.registry import model_kind, resolve_model_section
+from equiglass.errors import ConfigError
+from equiglass.nn.registry import MODEL_KINDS, model_kind, resolve_model_section
 from equiglass.nn.ridge import DEFAULT_ALPHAS
 
 #: The sections of a run config.
@@ -109,7 +109,8 @@ class DataConfig:
 class TrainConfig:
     """The ``[train]`` section (see the module docstring for the meaning of each key).
 
-    ``augment`` left unset means: cube symmetries for the Bapst model, nothing otherwise;
+    ``augment`` left unset means: the model kind's augmentation where it has one (cube
+    symmetries for the Bapst model), nothing otherwise;
     :func:`load_config` resolves it. ``alphas`` is used by the ridge model only, which
     ignores the optimiser settings. ``schedule = "plateau"`` multiplies the learning rate by
     ``plateau_factor`` once the validation score (mean Pearson) has not improved for more
@@ -255,15 +256,18 @@ def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
     data = dataclasses.replace(data, dataset=(path.parent / data.dataset).resolve())
     model = _model_section(tables["model"], path)
     train = _section(TrainConfig, tables["train"], path, "train")
-    augment = model["kind"] == "bapst" if train.augment is None else train.augment
+    entry, _ = model_kind(model)
+    augment = entry.augmentation is not None if train.augment is None else train.augment
     train = dataclasses.replace(train, augment=augment)
     if train.init_from is not None:
         train = dataclasses.replace(train, init_from=str((path.parent / train.init_from).resolve()))
-        if model["kind"] == "ridge":
-            raise ConfigError(path, "[train] init_from: the ridge model has no backbone to transfer")
+        if not entry.transferable:
+            raise ConfigError(path, f"[train] init_from: the {model['kind']} model has no backbone to transfer")
 
-    if augment and model["kind"] != "bapst":
-        raise ConfigError(path, f"[train] augment: cube-symmetry augmentation is for the bapst model, not {model['kind']}")
+    if augment and entry.augmentation is None:
+        augmented = sorted(kind for kind, other in MODEL_KINDS.items() if other.augmentation is not None)
+        raise ConfigError(path, f"[train] augment: the {model['kind']} model has no training augmentation "
+                                f"(kinds with one: {', '.join(augmented)})")
     if model.get("use_potential_energy") and not data.with_potential_energy:
         raise ConfigError(path, "[model] use_potential_energy needs [data] with_potential_energy = true")
     if model.get("cutoff", 0.0) > data.cutoff:

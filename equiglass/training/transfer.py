@@ -20,8 +20,8 @@ from pathlib import Path
 
 from torch import nn
 
-from equiglass.training.checkpoint import checkpoint_path, read_checkpoint
 from equiglass.errors import CheckpointError
+from equiglass.training.checkpoint import checkpoint_path, read_checkpoint
 
 #: Name of the decoder submodule(s) of every network.
 DECODER = "decoder"

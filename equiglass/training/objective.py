@@ -1,0 +1,78 @@
+"""The training objective: target normalisation, the loss, and which particles count.
+
+Targets are normalised per timescale with the mean and standard deviation of the training
+split (loss particles only), stored in the checkpoints; the loss is the mean squared error
+of the normalised propensity over every timescale and every particle of ``[data]
+particle_types`` (type A by default) whose target exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch_geometric.data import Data
+
+from equiglass.data.geometry import particles_of_types
+
+
+@dataclass
+class Objective:
+    """Target normalisation and loss-particle selection shared by the loss and the validation.
+
+    Attributes:
+        mean: [T] float64 mean of the training targets of the loss particles.
+        std: [T] float64 standard deviation of the same.
+        particle_types: species in the loss and metric.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    particle_types: tuple[int, ...]
+
+    @classmethod
+    def from_graphs(cls, graphs: Sequence[Data], particle_types: Sequence[int]) -> Objective:
+        """Statistics over the loss particles of ``graphs`` (the training split).
+
+        Raises:
+            ValueError: a timescale whose training targets are constant or absent.
+        """
+        particle_types = tuple(particle_types)
+        y = torch.cat([
+            torch.where(_target_mask(data, particle_types), data.y.double(), torch.nan) for data in graphs
+        ])
+        count = (~y.isnan()).sum(dim=0)
+        mean = y.nansum(dim=0) / count
+        std = (((y - mean) ** 2).nansum(dim=0) / count).sqrt()
+        if not torch.all(std > 0):
+            bad = torch.nonzero(~(std > 0)).flatten().tolist()
+            raise ValueError(f"training targets are constant (or absent) at timescale(s) {bad}")
+        return cls(mean, std, particle_types)
+
+    def particles(self, data: Data) -> torch.Tensor:
+        """[N] bool: particles of the loss types."""
+        return particles_of_types(data.types, self.particle_types)
+
+    def mask(self, data: Data) -> torch.Tensor:
+        """[N, T] bool: loss particles where a target exists."""
+        return _target_mask(data, self.particle_types)
+
+    def normalised(self, data: Data) -> torch.Tensor:
+        """[N, T] normalised targets of ``data``, in the dtype of ``data.y``."""
+        mean, std = self.mean.to(data.y), self.std.to(data.y)
+        return (data.y - mean) / std
+
+    def loss(self, output: torch.Tensor, data: Data) -> torch.Tensor:
+        """Mean squared error of ``output`` [N, T] against the normalised targets over :meth:`mask`."""
+        mask = self.mask(data)
+        return ((output - self.normalised(data).to(output)) ** 2)[mask].mean()
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """``mean`` and ``std`` as lists, for a checkpoint."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+def _target_mask(data: Data, particle_types: tuple[int, ...]) -> torch.Tensor:
+    """[N, T] bool: particles of ``particle_types`` where a target exists."""
+    return particles_of_types(data.types, particle_types)[:, None] & data.target_mask
