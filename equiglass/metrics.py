@@ -34,6 +34,9 @@ def pearson_per_timescale(
 ) -> torch.Tensor:
     """Pearson correlation at every timescale over the particles selected by ``mask``.
 
+    The one Pearson correlation of equiglass: evaluation, training validation, the ridge
+    model's choice of α and :func:`pooled_pearson_per_timescale` all compute it here.
+
     Args:
         prediction: [N, T] predicted propensities.
         target: [N, T] measured propensities.
@@ -59,13 +62,6 @@ def pearson_per_timescale(
     denominator = torch.sqrt((x * x).sum(dim=0) * (y * y).sum(dim=0))
     correlation = (x * y).sum(dim=0) / denominator
     return torch.where(denominator > 0, correlation, torch.full_like(correlation, float("nan")))
-
-
-def pearson(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """Pearson correlation of two vectors ``[N]`` (NaN if either is constant or N < 2)."""
-    if prediction.ndim != 1 or prediction.shape != target.shape:
-        raise ValueError(f"prediction {list(prediction.shape)} and target {list(target.shape)} must both be [N]")
-    return float(pearson_per_timescale(prediction[:, None], target[:, None])[0])
 
 
 def summarise(per_configuration: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,8 +17,6 @@ from torch import nn
 from torch_geometric.data import Data
 
 import equiglass.analysis.equivariance
-from equiglass.cli import main
-from equiglass.data.format import load_dataset
 from equiglass.analysis.equivariance import (
     TRANSFORMATIONS,
     Configuration,
@@ -27,8 +25,9 @@ from equiglass.analysis.equivariance import (
     check_source,
     default_dtype,
 )
+from equiglass.cli import main
+from equiglass.data.format import load_dataset
 from equiglass.nn.registry import build_model
-
 
 #: l_max = 2 and a middle layer: tensor products of l > 0 features (1x1->2, 2x2->2, ...), whose
 #: Clebsch-Gordan coefficients e3nn's TensorProduct stores as persistent buffers in the

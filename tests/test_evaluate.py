@@ -20,12 +20,12 @@ from matplotlib import pyplot as plt
 from scipy import stats
 from test_train import N_PARTICLES, TIMES, dataset, one_torch_thread, write_config  # noqa: F401  (fixtures)
 
-from equiglass.training.checkpoint import load_checkpoint
+from equiglass.analysis.evaluate import TYPE_NAMES, evaluate
+from equiglass.analysis.predict import predict
 from equiglass.cli import main
 from equiglass.data.format import load_dataset
-from equiglass.analysis.evaluate import TYPE_NAMES, evaluate
 from equiglass.metrics import pearson_per_timescale
-from equiglass.analysis.predict import predict
+from equiglass.training.checkpoint import load_checkpoint
 from equiglass.training.loop import train
 
 SPLIT = [4, 2, 2]
@@ -43,7 +43,7 @@ def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
     return out
 
 
-def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: int) -> tuple[torch.Tensor, np.ndarray]:
+def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: int) -> tuple[torch.Tensor, np.ndarray]:  # noqa: F811
     """Per-configuration ``[C, T]`` and pooled ``[T]`` (scipy) Pearson of the run's best.pt,
     computed without equiglass.analysis.evaluate."""
     trained = load_checkpoint(run)

@@ -24,10 +24,13 @@ when a module is built) and the weights are loaded into it, keeping the rebuilt 
 buffers (:func:`exact_constants`: a float32 checkpoint holds the Clebsch-Gordan coefficients
 rounded to float32).
 
-The Bapst et al. GNN takes Cartesian edge vectors and is not rotation invariant by design;
-its rotation deviation is reported but never fails the check. The ridge model takes
-orthorhombic box sides only, so it cannot be fed a rotated lattice; its rotation check is
-skipped (its descriptors are rotation invariant by construction).
+Which models must be rotation invariant comes from the model registry
+(:attr:`equiglass.nn.registry.ModelKind.rotation_equivariant`): the Bapst et al. GNN takes
+Cartesian edge vectors and is not rotation invariant by design, so its rotation deviation is
+reported but never fails the check. A model that refuses a rotated lattice (``ValueError``;
+the ridge model takes orthorhombic box sides only, its descriptors being rotation invariant
+by construction) has its rotation check skipped. A kind fitted in closed form
+(``ModelKind.fit``) is checked from a trained checkpoint only.
 """
 
 from __future__ import annotations
@@ -45,15 +48,13 @@ from e3nn import o3
 from torch import nn
 from torch_geometric.data import Data
 
+from equiglass.data.format import load_dataset
+from equiglass.data.geometry import wrap
+from equiglass.data.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, box_matrix, neighbour_list
+from equiglass.nn.registry import ModelKind, build_model, model_kind
+from equiglass.resources import DEMO_DATASET
 from equiglass.training.checkpoint import load_checkpoint
 from equiglass.training.config import load_config
-from equiglass.data.format import load_dataset
-from equiglass.resources import DEMO_DATASET
-from equiglass.data.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, box_matrix, neighbour_list
-from equiglass.nn.bapst_gnn import BapstGNN
-from equiglass.nn.registry import build_model
-from equiglass.nn.ridge import DescriptorRidge
-from equiglass.data.geometry import wrap
 
 #: Default tolerance of each computing dtype.
 DEFAULT_TOLERANCE: dict[torch.dtype, float] = {torch.float64: 1e-9, torch.float32: 1e-4}
@@ -163,6 +164,15 @@ class ModelSource:
         return cls({"kind": str(source)}, {}, None, None, f"untrained {source} model (default hyper-parameters)")
 
     @property
+    def kind(self) -> ModelKind:
+        """The registry entry of the model's kind.
+
+        Raises:
+            ValueError: an unknown kind or option (see :func:`equiglass.nn.registry.model_kind`).
+        """
+        return model_kind(self.model_section)[0]
+
+    @property
     def dataset(self) -> Path | None:
         """The dataset the model was trained on or configured with, if known."""
         dataset = self.data_section.get("dataset")
@@ -174,14 +184,16 @@ class ModelSource:
         ``n_timescales`` is used for an untrained model (a trained one has its own).
 
         Raises:
-            ValueError: a model that cannot predict untrained (the ridge model).
+            ValueError: an unknown kind or option, or no trained weights for a kind fitted in
+                closed form (such a model, e.g. the ridge model, predicts only once fitted).
         """
+        if self.state is None and self.kind.fit == "closed_form":
+            kind = self.model_section["kind"]
+            raise ValueError(f"{self.description}: a {kind} model predicts only once fitted; check a trained checkpoint")
         with default_dtype(dtype):
             model = build_model(self.model_section, self.n_timescales or n_timescales)
         if self.state is not None:
             model.load_state_dict(exact_constants(model, self.state))
-        if isinstance(model, DescriptorRidge) and not bool(model.fitted):
-            raise ValueError(f"{self.description}: a ridge model predicts only once fitted; check a trained checkpoint")
         return model.to(dtype).eval()
 
     def configuration(self, fields: Mapping[str, np.ndarray]) -> Configuration:
@@ -309,8 +321,9 @@ class _Outputs:
 
 
 def _feature_masks(model: nn.Module) -> list[torch.Tensor]:
-    """Per layer, a bool mask of the feature columns with l > 0 (empty for models without ``node_features``)."""
-    if not hasattr(model, "node_features"):
+    """Per layer, a bool mask of the feature columns with l > 0 (empty for models without
+    ``node_features`` and ``config.layer_irreps``, e.g. a user's own model)."""
+    if not hasattr(model, "node_features") or not hasattr(getattr(model, "config", None), "layer_irreps"):
         return []
     return [
         torch.cat([torch.full((mul * ir.dim,), ir.l > 0) for mul, ir in irreps])
@@ -327,6 +340,7 @@ def check_equivariance(
     tolerance: float | None = None,
     seed: int = 0,
     description: str = "model",
+    rotation_invariant: bool = True,
 ) -> EquivarianceReport:
     """Measure how far ``model`` is from its symmetries on ``configuration`` (see the module docstring).
 
@@ -339,6 +353,9 @@ def check_equivariance(
         tolerance: see the module docstring; :data:`DEFAULT_TOLERANCE` of the dtype when None.
         seed: the draws (rotations, translations, permutations, images) depend only on it.
         description: the model's name for the report.
+        rotation_invariant: whether the model claims invariance under every rotation
+            (:attr:`equiglass.nn.registry.ModelKind.rotation_equivariant`); False: its rotation
+            deviation is reported but never fails the check.
 
     Returns:
         The report; ``report.passed`` is the verdict.
@@ -358,7 +375,6 @@ def check_equivariance(
     base = configuration.graph(cutoff, dtype)
     reference = run(base)
     n = len(configuration.types)
-    rotation_invariant = not isinstance(model, BapstGNN)
     report = EquivarianceReport(
         f"{description}: configuration of N = {n} ({base.edge_index.shape[1] / n:.1f} neighbours per particle)",
         dtype, tolerance, trials,
@@ -454,4 +470,5 @@ def check_source(
         tolerance=tolerance,
         seed=seed,
         description=f"{model_source.description}, configuration {configuration} of {dataset}",
+        rotation_invariant=model_source.kind.rotation_equivariant,
     )

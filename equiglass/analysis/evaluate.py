@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from equiglass.training.checkpoint import BEST_CHECKPOINT, TrainedModel, load_checkpoint
 from equiglass.data.format import atomic_write, load_dataset
+from equiglass.data.geometry import particles_of_types
 from equiglass.errors import DataError
 from equiglass.metrics import PER_CONFIGURATION, pearson_per_timescale, pooled_pearson_per_timescale, summarise
-from equiglass.training.loop import RUN_RECORD
+from equiglass.training.checkpoint import BEST_CHECKPOINT, TrainedModel, load_checkpoint
+from equiglass.training.rundir import RUN_RECORD
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -228,7 +229,7 @@ def pearson_rows(label: str, trained: TrainedModel, graphs: Sequence[Data]) -> l
         present.append(data.target_mask.all(dim=1))
     rows = []
     for code, name in enumerate(TYPE_NAMES):
-        masks = [mask & (data.types == code) for mask, data in zip(present, graphs)]
+        masks = [mask & particles_of_types(data.types, (code,)) for mask, data in zip(present, graphs)]
         per_configuration = torch.stack([
             pearson_per_timescale(prediction, target, mask)
             for prediction, target, mask in zip(predictions, targets, masks)

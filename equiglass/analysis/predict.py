@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from equiglass.training.checkpoint import TrainedModel, load_checkpoint
 from equiglass.data.format import OPTIONAL_FIELDS, atomic_write, load_dataset, read_configuration
 from equiglass.data.graphs import configuration_graph
+from equiglass.training.checkpoint import TrainedModel, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,6 @@ def predict(checkpoint: str | Path, source: str | Path, out: str | Path, overwri
         if trained is None:
             trained = load_checkpoint(checkpoint)
         arrays = configuration_prediction(trained, read())
-        report.written.append(atomic_write(path, lambda stream: np.savez_compressed(stream, **arrays)))
+        report.written.append(atomic_write(path, functools.partial(np.savez_compressed, **arrays)))
         log.info("%s: %d particles x %d times", path, arrays["prediction"].shape[1], arrays["times"].size)
     return report

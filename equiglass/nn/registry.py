@@ -28,7 +28,6 @@ from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN, cube_symmetry_augmenta
 from equiglass.nn.equivariant import EquivariantConfig, EquivariantPropensityModel
 from equiglass.nn.ridge import DescriptorRidge
 
-
 #: How a kind is fitted: by gradient steps (``equiglass.training.loop``) or in closed form
 #: (``equiglass.training.closed_form``).
 Fit = Literal["gradient", "closed_form"]

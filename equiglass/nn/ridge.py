@@ -22,6 +22,8 @@ from torch import nn
 from torch_geometric.data import Data
 
 from equiglass.data.descriptors import DescriptorConfig, graph_descriptors
+from equiglass.data.geometry import particles_of_types
+from equiglass.metrics import pearson_per_timescale
 
 #: Default grid of α for :meth:`DescriptorRidge.select_alpha`.
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(10.0**k for k in range(-2, 7))
@@ -142,7 +144,8 @@ class DescriptorRidge(nn.Module):
     ) -> tuple[float, dict[float, float]]:
         """Fit with every α and keep the one of best validation Pearson correlation.
 
-        The score of an α is the Pearson correlation between prediction and target over
+        The score of an α is the Pearson correlation
+        (:func:`~equiglass.metrics.pearson_per_timescale`) between prediction and target over
         the particles of ``particle_types`` of one configuration, averaged over the
         validation configurations (every graph of a batch counts as one) and then over
         the timescales. Descriptors are computed once for all α.
@@ -157,7 +160,7 @@ class DescriptorRidge(nn.Module):
         scores = {}
         for alpha in alphas:
             self._solve(statistics, alpha)
-            correlations = torch.stack([pearson(self._predict(x), y) for x, y in configurations])  # [C, T]
+            correlations = torch.stack([pearson_per_timescale(self._predict(x), y) for x, y in configurations])  # [C, T]
             scores[float(alpha)] = float(correlations.mean())
         best = max(scores, key=lambda a: -math.inf if math.isnan(scores[a]) else scores[a])
         self._solve(statistics, best)
@@ -209,14 +212,8 @@ class DescriptorRidge(nn.Module):
         if data.y.shape != (data.num_nodes, self.n_timescales):
             expected = [data.num_nodes, self.n_timescales]
             raise ValueError(f"targets y must have shape {expected}, got {list(data.y.shape)}")
-        select = torch.isin(data.types, torch.as_tensor(list(particle_types), device=data.types.device))
+        select = particles_of_types(data.types, particle_types)
         if "target_mask" in data and not bool(data.target_mask[select].all()):
             raise ValueError("DescriptorRidge needs every target of the selected particles (target_mask is False)")
         return select
 
-
-def pearson(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of every column: ``[n, T]``, ``[n, T]`` -> ``[T]`` (NaN for a constant column)."""
-    p = prediction - prediction.mean(dim=0)
-    t = target - target.mean(dim=0)
-    return (p * t).sum(dim=0) / (p.norm(dim=0) * t.norm(dim=0))
