@@ -1,4 +1,4 @@
-"""Experiments (equiglass.experiments.runner): every spec of experiments/ at its paper scale on miniature
+"""Experiments (equiglass.experiments): every spec of experiments/ at its paper scale on miniature
 Bapst-format files (one epoch), and the spec parsing, merging and analysis helpers."""
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import torch
 from bapst_files import write_bapst_file
 from e3nn import o3
 
-from equiglass.training.checkpoint import read_checkpoint
+from equiglass.analysis.features import explained_variance, invariants
 from equiglass.cli import main
 from equiglass.errors import ConfigError
-from equiglass.experiments.runner import deep_merge, explained_variance, invariants, load_spec, run_experiment
+from equiglass.experiments.kinds import KINDS
+from equiglass.experiments.runner import run_experiment
+from equiglass.experiments.spec import deep_merge, load_spec
+from equiglass.training.checkpoint import read_checkpoint
 from equiglass.training.transfer import is_decoder
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -61,7 +64,7 @@ def test_every_paper_result_has_a_spec():
 @pytest.mark.parametrize("name", SPECS)
 def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directories, tmp_path):
     spec = load_spec(EXPERIMENTS / f"{name}.toml")
-    data = bapst_directories if spec.kind in ("temperatures", "transfer") else bapst_directories[:1]
+    data = bapst_directories[:KINDS[spec.kind].min_datasets]
     out = tmp_path / "out"
     results = run_experiment(spec, "paper", data, out, epochs=1, progress=False)
     assert (out / "results.md").read_text().startswith(f"# {spec.title}")
