@@ -331,11 +331,15 @@ def test_data_error_survives_pickling_across_processes():
     assert str(error) == "data/x.npz: holds 3 NaN values"
 
 
-def test_written_files_get_the_usual_permissions(tmp_path):
-    """mkstemp creates 0600 files; datasets must stay readable by collaborators (umask applies)."""
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_usual_permissions(tmp_path, umask):
+    """Datasets must stay readable by collaborators: mode 0o666 less the umask in force when writing."""
     import os
 
-    target = atomic_write(tmp_path / "a.txt", lambda stream: stream.write(b"x"))
-    umask = os.umask(0)
-    os.umask(umask)
+    previous = os.umask(umask)
+    try:
+        target = atomic_write(tmp_path / "a.txt", lambda stream: stream.write(b"x"))
+    finally:
+        os.umask(previous)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [path.name for path in tmp_path.iterdir()] == ["a.txt"]  # no temporary left behind

@@ -12,7 +12,6 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from equiglass.data.format import configuration_filename, load_dataset, write_configuration, write_manifest
-from equiglass.errors import DataError
 from equiglass.data.graphs import (
     DEFAULT_CUTOFF,
     PropensityDataset,
@@ -22,6 +21,7 @@ from equiglass.data.graphs import (
     neighbour_list,
     split_indices,
 )
+from equiglass.errors import DataError
 
 DENSITY = 1.2
 TIMES = np.array([0.1, 1.0, 10.0, 100.0])

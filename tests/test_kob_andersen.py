@@ -18,7 +18,9 @@ def test_constants() -> None:
     assert (ka.CUTOFF_RATIO, ka.FRACTION_A, ka.DENSITY, ka.MASS, ka.MAX_CUTOFF) == (2.5, 0.8, 1.2, 1.0, 2.5)
 
 
-@pytest.mark.parametrize(("n", "expected"), [(500, (400, 100)), (1000, (800, 200)), (4096, (3277, 819)), (7, (6, 1)), (8, (6, 2))])
+@pytest.mark.parametrize(
+    ("n", "expected"), [(500, (400, 100)), (1000, (800, 200)), (4096, (3277, 819)), (7, (6, 1)), (8, (6, 2))]
+)
 def test_composition(n: int, expected: tuple[int, int]) -> None:
     assert ka.composition(n) == expected
     assert ka.composition(n)[0] == round(0.8 * n)

@@ -1,7 +1,12 @@
-"""Data on disk: the equiglass dataset format and the Bapst et al. (2020) files.
+"""Data: the equiglass dataset format, Bapst et al. (2020) files, graphs and descriptors of configurations.
 
-    load_dataset, read_configuration, write_configuration, write_manifest   our format
-    read_bapst, read_bapst_file, bapst_propensity, convert_bapst, export_bapst   Bapst's pickles (read safely)
+    format        our format on disk: manifest.json + one .npz per configuration, validated, written atomically
+                  (load_dataset, Dataset, read_configuration, write_configuration, write_manifest)
+    bapst         Bapst et al.'s pickles, read safely (read_bapst, read_bapst_file, bapst_propensity),
+                  converted to our format (convert_bapst) and written back (export_bapst)
+    graphs        periodic neighbour lists, PyTorch Geometric graphs of configurations, PropensityDataset, splits
+    descriptors   rotation-invariant structural descriptors per particle (radial densities, q_l, coarse-grained)
+    geometry      periodic wrapping of positions and selection of particles by type
 """
 
 from equiglass.data.bapst import (

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -63,10 +63,6 @@ OPTIONAL_FIELDS = tuple(name for name in FIELDS if name not in REQUIRED_FIELDS)
 DENSITY_TOLERANCE = 1e-3
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
 def configuration_filename(index: int) -> str:
     """File name of configuration ``index`` inside a dataset directory."""
     return f"configuration_{index:05d}.npz"
@@ -81,18 +77,31 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = _create_sibling(path)
     try:
         with os.fdopen(handle, "wb" if binary else "w") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def _create_sibling(path: Path) -> tuple[int, Path]:
+    """Create a new, hidden, uniquely named file next to ``path``; return its descriptor (open for writing) and path.
+
+    Its mode is 0o666 less the umask, as for any new file, so that datasets stay readable by
+    collaborators (``tempfile.mkstemp`` would make it 0o600).
+    """
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue
 
 
 def validate_configuration(
