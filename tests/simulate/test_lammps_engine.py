@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,6 +85,31 @@ def test_libmpi_candidates_start_with_the_environment_prefix() -> None:
     candidates = lammps_engine._libmpi_candidates()
     assert candidates[0] == str(Path(sys.prefix) / "lib" / "libmpi.so.12")
     assert len(candidates) == len(set(candidates))
+
+
+MPI_AT_EXIT = """
+import os, sys
+import numpy as np
+from equiglass.simulate.lammps import KobAndersenLammps, lammps_version
+lammps_version()
+box = np.full(3, 6.0)
+positions = np.random.default_rng(0).uniform(0, 6.0, (10, 3))
+kept = KobAndersenLammps(positions, np.zeros(10, dtype=int), box, temperature=1.0, seed=0)  # left open
+with KobAndersenLammps(positions, np.zeros(10, dtype=int), box, temperature=1.0, seed=0) as closed:
+    closed.run(1)
+print(os.getpid())
+"""
+
+
+def test_mpi_is_finalised_at_exit() -> None:
+    """mpich's shared memory of the process is removed at exit, even with an instance left open."""
+    result = subprocess.run([sys.executable, "-c", MPI_AT_EXIT], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    pid = int(result.stdout)
+    leaked = list(Path("/dev/shm").glob(f"mpich_shm_{pid:x}_*"))
+    for path in leaked:
+        path.unlink()
+    assert leaked == []
 
 
 # ---------------------------------------------------------------- construction
