@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install, then run the main job on the embedded demo data
-#   make test   install, then run the test suite (what .ci/run does)
+#   make test   install, then lint (ruff) and run the test suite (what .ci/run does)
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 export PIP_ROOT_USER_ACTION := ignore
@@ -16,4 +16,5 @@ demo: install
 	$(PYTHON) -m equiglass demo
 
 test: install
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q

@@ -6,10 +6,11 @@ import csv
 from pathlib import Path
 
 import pytest
-from test_train import dataset, write_config  # noqa: F401  (dataset is a fixture)
+from factories import write_config
 
 from equiglass.cli import main
-from equiglass.demo import ALL_DEMO_MODELS, DEMO_DATASET, DEMO_MODELS, demo_config
+from equiglass.demo import ALL_DEMO_MODELS, DEMO_MODELS, demo_config
+from equiglass.resources import DEMO_DATASET
 from equiglass.training.checkpoint import load_checkpoint
 from equiglass.training.config import load_config
 
@@ -34,7 +35,7 @@ def epochs_trained(run: Path) -> int:
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_on_tiny_configs_then_resume(tmp_path, dataset, capsys):  # noqa: F811
+def test_demo_end_to_end_on_tiny_configs_then_resume(tmp_path, dataset, capsys):
     configs = tmp_path / "configs"
     for name in DEMO_MODELS:  # tiny models on the tiny dataset, named as the demo expects
         path = write_config(configs, dataset, name, data={"split": [4, 2, 2]})

@@ -1,20 +1,22 @@
 """Tests of equiglass.testing: the symmetry and compile helpers pass on the equivariant model and
 fail on models broken on purpose.
 
-Models are built in float64 (the autouse fixture of :mod:`test_nn_equivariant`), so the
-symmetry tolerance is 1e-9.
+Models are built in float64 (the fixture ``float64_default`` of conftest.py, requested for every
+test of the module), so the symmetry tolerance is 1e-9.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from factories import CUTOFF, graph, random_configuration
 from torch import nn
 from torch_geometric.data import Data
 
 from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
 from equiglass.testing import TRANSFORMATIONS, assert_no_graph_breaks, assert_symmetries, configuration_of
-from test_nn_equivariant import CUTOFF, float64_default, graph, random_configuration  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 class AddToOutput(nn.Module):

@@ -109,7 +109,7 @@ class EquivariantConvolution(nn.Module):
     radial MLP and the e3nn module, which defines the paths, their weights' layout and the
     output layout, and holds no weights of its own); a subclass per implementation computes
     the message sum (:meth:`message_sum`). All have the same parameters, so the same
-    checkpoints, and equal outputs to float rounding (tests/test_nn_equivariant.py). Build one
+    checkpoints, and equal outputs to float rounding (tests/nn/test_nn_equivariant.py). Build one
     by name with :func:`build_convolution`; the implementations are :data:`TENSOR_PRODUCTS`.
 
     Args:

@@ -14,7 +14,7 @@ machine ``cuequivariance-ops-torch-cu12`` (or ``-cu13``) for the kernels.
 The parameters, and so the checkpoints, are those of the e3nn path: the radial MLP gives
 the weights in the order of the e3nn module's instructions, reordered here to
 cuEquivariance's order (by output slot); both order the output irreps the same way and
-normalise the paths the same way (tests/test_nn_equivariant.py checks outputs and
+normalise the paths the same way (tests/nn/test_nn_equivariant.py checks outputs and
 gradients against e3nn).
 """
 

@@ -22,7 +22,7 @@ What :mod:`equiglass.training.loop` does with it (``[train] batch_size`` is the 
 
 Exactness: with models without batch normalisation across particles, a run on ``W``
 processes gives the parameters of a one-process run with the same global batch, to float
-rounding (tests/test_distributed.py). e3nn's BatchNorm (the equivariant model's default)
+rounding (tests/training/test_distributed.py). e3nn's BatchNorm (the equivariant model's default)
 computes its training statistics over the particles of each rank's share of the batch,
 as ``DistributedDataParallel`` does for any batch norm without synchronisation: the same in
 expectation, not bit for bit. The global batch must hold at least ``W`` configurations,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bapst_files import write_bapst_file
 from e3nn import o3
+from factories import write_bapst_file
 
 from equiglass.analysis.features import explained_variance, invariants
 from equiglass.cli import main
@@ -22,19 +22,13 @@ from equiglass.experiments.spec import deep_merge, load_spec
 from equiglass.training.checkpoint import read_checkpoint
 from equiglass.training.transfer import is_decoder
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # tests/experiments/ -> the repository
 SPECS = sorted(path.stem for path in EXPERIMENTS.glob("*.toml"))
 #: Miniature Bapst files: 343 particles (the smallest cube whose box fits the descriptors' 3.0
 #: neighbour cutoff), 3 stored times, 4 trajectories; 24 files (the transfer budget's 4/4/16).
 N_PARTICLES, N_FILES = 343, 24
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from test_train import dataset, read_metrics, write_config  # noqa: F401 (dataset: the fixture)
+from factories import read_metrics, write_config
 
 from equiglass.training.checkpoint import LAST_CHECKPOINT, read_checkpoint
 from equiglass.training.distributed import SINGLE_PROCESS, Parallel

@@ -15,7 +15,7 @@ import pytest
 from equiglass.data import load_dataset
 from equiglass.physics import kob_andersen
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"  # tests/data/ -> the repository
 
 
 @pytest.fixture(scope="module")

@@ -13,22 +13,11 @@ import shutil
 
 import pytest
 import torch
-from test_nn_equivariant import SMALL, graph, random_configuration
-from test_train import dataset, write_config  # noqa: F401 (dataset: the fixture)
+from factories import SMALL_MODELS, two_graphs, write_config
 
 import equiglass.training.loop
-from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
-from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
 from equiglass.training.checkpoint import read_checkpoint
 from equiglass.training.loop import train
-
-
-def two_graphs() -> list:
-    """Two float32 graphs of different sizes (a compiled model must not be tied to one shape)."""
-    graphs = [graph(*random_configuration(n, 5.0, seed=n)) for n in (50, 64)]
-    for data in graphs:
-        data.pos, data.box, data.potential_energy = data.pos.float(), data.box.float(), data.potential_energy.float()
-    return graphs
 
 
 def assert_compiled_equals_eager(model: torch.nn.Module, backend: str) -> None:
@@ -47,16 +36,10 @@ def assert_compiled_equals_eager(model: torch.nn.Module, backend: str) -> None:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-MODELS = {
-    "equivariant": lambda: EquivariantPropensityModel(EquivariantConfig(**SMALL)),
-    "bapst": lambda: BapstGNN(BapstConfig(n_timescales=3, mlp_hidden=(16, 16), n_steps=2)),
-}
-
-
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(SMALL_MODELS))
 def test_compiled_model_equals_eager(name):
     torch.manual_seed(0)
-    assert_compiled_equals_eager(MODELS[name]().train(), "aot_eager")
+    assert_compiled_equals_eager(SMALL_MODELS[name]().train(), "aot_eager")
 
 
 @pytest.mark.slow
@@ -64,7 +47,7 @@ def test_inductor_compiled_model_equals_eager():
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("torch.compile's inductor backend needs a C++ compiler on the CPU, and none is installed")
     torch.manual_seed(0)
-    assert_compiled_equals_eager(MODELS["equivariant"]().train(), "inductor")
+    assert_compiled_equals_eager(SMALL_MODELS["equivariant"]().train(), "inductor")
 
 
 def test_compile_option_trains_like_eager(tmp_path, dataset, monkeypatch):

@@ -1,126 +1,33 @@
 """Tests of training (equiglass.training.loop), run configs (equiglass.training.config), checkpoints and the model registry.
 
 Every run uses a tiny synthetic dataset whose propensity is a smooth function of each
-particle's neighbour count (learnable from distances alone) and tiny models.
+particle's neighbour count (learnable from distances alone; the ``dataset`` fixture of
+conftest.py) and tiny models (``factories.MODELS``).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from factories import MODELS, N_PARTICLES, TIMES, read_metrics, write_config
 from torch_geometric.data import Batch
 
 import equiglass.training.progress
 from equiglass.analysis.evaluate import evaluate
 from equiglass.cli import main
-from equiglass.data.format import configuration_filename, write_configuration, write_manifest
-from equiglass.data.graphs import neighbour_list
 from equiglass.errors import CheckpointError, ConfigError
 from equiglass.nn.registry import build_model, resolve_model_section
 from equiglass.training.checkpoint import LAST_CHECKPOINT, load_checkpoint, read_checkpoint
-from equiglass.training.config import load_config, to_toml
+from equiglass.training.config import load_config
 from equiglass.training.loop import train
 
-DENSITY = 1.2
-TIMES = np.array([0.1, 1.0, 10.0])
-N_PARTICLES = 300  # box 6.3: above 2 x the ridge descriptors' neighbour cutoff of 3.0
-ABSENT = ("is_positions", "is_potential_energy", "msd", "self_intermediate_scattering")
-
-TINY_EQUIVARIANT = {"kind": "equivariant", "l_max": 1, "channels": 4, "n_layers": 2, "num_basis": 4,
-                    "radial_hidden": [8], "decoder_hidden": [16]}
-#: Tiny [model] sections.
-MODELS: dict[str, dict[str, Any]] = {
-    "equivariant": TINY_EQUIVARIANT,
-    "equivariant_l0": {**TINY_EQUIVARIANT, "l_max": 0},
-    "bapst": {"kind": "bapst", "mlp_hidden": [16, 16], "n_steps": 2},
-    "ridge": {"kind": "ridge", "radial_centres": [1.0, 1.2, 1.4, 1.6], "angular_centres": [1.0],
-              "angular_orders": [4, 6], "coarse_lengths": [0.0], "coarse_cutoff": 2.0},
-}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run every test of the module on one torch CPU thread (training sets it from the config anyway):
-    on a 2-core machine shared with other jobs, two threads make tiny forward passes many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def synthetic_configuration(seed: int) -> dict[str, np.ndarray]:
-    """Random positions at density 1.2; propensity = a decreasing function of the neighbour count within 1.3."""
-    rng = np.random.default_rng(seed)
-    box = np.full(3, (N_PARTICLES / DENSITY) ** (1 / 3))
-    positions = rng.uniform(0, box, (N_PARTICLES, 3))
-    edge_index, _ = neighbour_list(positions, box, 1.3)
-    count = np.bincount(edge_index[1].numpy(), minlength=N_PARTICLES).astype(np.float64)
-    z = (count - count.mean()) / count.std()
-    mobility = 0.2 + 1.0 / (1.0 + np.exp(z))
-    propensity = np.stack([(1 + k) * mobility + 0.05 * rng.random(N_PARTICLES) for k in range(len(TIMES))])
-    return {
-        "positions": positions,
-        "types": (rng.random(N_PARTICLES) < 0.2).astype(np.int64),
-        "box": box,
-        "times": TIMES,
-        "propensity": propensity,
-        "potential_energy": rng.normal(-6.5, 0.2, N_PARTICLES) - 0.5 * z,
-    }
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """Eight synthetic configurations of 300 particles, three times."""
-    directory = tmp_path_factory.mktemp("dataset")
-    entries = []
-    for index in range(8):
-        name = configuration_filename(index)
-        write_configuration(directory / name, synthetic_configuration(index), n_particles=N_PARTICLES,
-                            density=DENSITY, times=TIMES, absent=ABSENT)
-        entries.append({"file": name})
-    write_manifest(directory, {
-        "source": "test", "n_particles": N_PARTICLES, "density": DENSITY, "temperature": 0.5,
-        "times": TIMES.tolist(), "configurations": entries, "absent_fields": list(ABSENT),
-        "propensity_definition": "synthetic",
-    })
-    return directory
-
-
-def write_config(
-    directory: Path,
-    dataset: Path,
-    model: str = "equivariant",
-    *,
-    data: dict[str, Any] | None = None,
-    model_options: dict[str, Any] | None = None,
-    train: dict[str, Any] | None = None,
-) -> Path:
-    """``directory/<model>.toml``: the tiny ``model`` on ``dataset`` (given relative to the file), 1 epoch,
-    with the entries of ``data``, ``model_options`` and ``train`` added or replaced."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{model}.toml"
-    content = {
-        "data": {"dataset": os.path.relpath(dataset, directory), "split": [6, 2, 0], **(data or {})},
-        "model": {**MODELS[model], **(model_options or {})},
-        "train": {"epochs": 1, "lr": 0.01, "threads": 1, **(train or {})},
-    }
-    path.write_text(to_toml(content))
-    return path
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv") as stream:
-        return list(csv.DictReader(stream))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------ training

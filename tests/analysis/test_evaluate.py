@@ -1,7 +1,7 @@
 """Tests of equiglass.analysis.evaluate (Pearson tables, files, plot) and equiglass.analysis.predict (per-configuration outputs).
 
 Two tiny models (equivariant and Bapst, one epoch each) are trained once on the synthetic
-dataset of ``test_train`` (eight configurations of 300 particles, three times) with a
+``dataset`` fixture of conftest.py (eight configurations of 300 particles, three times) with a
 4 / 2 / 2 train / validation / test split.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from factories import N_PARTICLES, TIMES, write_config
 from matplotlib import pyplot as plt
 from scipy import stats
-from test_train import N_PARTICLES, TIMES, dataset, one_torch_thread, write_config  # noqa: F401  (fixtures)
 
 from equiglass.analysis.evaluate import TYPE_NAMES, evaluate
 from equiglass.analysis.predict import predict
@@ -31,9 +31,11 @@ from equiglass.training.loop import train
 SPLIT = [4, 2, 2]
 MODELS = ("equivariant", "bapst")
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
+def runs(tmp_path_factory, dataset) -> dict[str, Path]:
     """Model name -> run directory, one epoch each."""
     directory = tmp_path_factory.mktemp("runs")
     out = {}
@@ -43,7 +45,7 @@ def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
     return out
 
 
-def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: int) -> tuple[torch.Tensor, np.ndarray]:  # noqa: F811
+def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: int) -> tuple[torch.Tensor, np.ndarray]:
     """Per-configuration ``[C, T]`` and pooled ``[T]`` (scipy) Pearson of the run's best.pt,
     computed without equiglass.analysis.evaluate."""
     trained = load_checkpoint(run)
@@ -61,7 +63,7 @@ def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: 
 # ------------------------------------------------------------------ evaluate
 
 
-def test_table_values_files_and_plot(tmp_path, runs, dataset):  # noqa: F811
+def test_table_values_files_and_plot(tmp_path, runs, dataset):
     out = tmp_path / "evaluation"
     table = evaluate([runs["equivariant"], runs["bapst"]], dataset, out=out)
 
@@ -109,7 +111,7 @@ def test_table_values_files_and_plot(tmp_path, runs, dataset):  # noqa: F811
     plt.close(figure)
 
 
-def test_split_all_indices_and_another_dataset(tmp_path, runs, dataset):  # noqa: F811
+def test_split_all_indices_and_another_dataset(tmp_path, runs, dataset):
     table = evaluate([runs["equivariant"]], dataset, split="all")
     assert {row.n_configurations for row in table.rows} == {8} and table.split == "all"
     expected, _ = direct_pearson(runs["equivariant"], dataset, list(range(8)), 0)
@@ -126,7 +128,7 @@ def test_split_all_indices_and_another_dataset(tmp_path, runs, dataset):  # noqa
         evaluate(runs["equivariant"], dataset, split="train")
 
 
-def test_cli_evaluate_prints_the_table(tmp_path, runs, dataset, capsys):  # noqa: F811
+def test_cli_evaluate_prints_the_table(tmp_path, runs, dataset, capsys):
     out = tmp_path / "cli"
     assert main(["evaluate", str(runs["equivariant"]), str(runs["bapst"] / "best.pt"), str(dataset),
                  "--out", str(out)]) == 0
@@ -140,7 +142,7 @@ def test_cli_evaluate_prints_the_table(tmp_path, runs, dataset, capsys):  # noqa
 # ------------------------------------------------------------------ predict
 
 
-def test_predict_a_dataset_then_resume(tmp_path, runs, dataset):  # noqa: F811
+def test_predict_a_dataset_then_resume(tmp_path, runs, dataset):
     out = tmp_path / "predictions"
     report = predict(runs["equivariant"], dataset, out)
     names = [path.name for path in load_dataset(dataset).files]
@@ -165,7 +167,7 @@ def test_predict_a_dataset_then_resume(tmp_path, runs, dataset):  # noqa: F811
     assert not [path for path in out.iterdir() if path.name.startswith(".")]  # no temporary files left
 
 
-def test_predict_one_configuration_file_and_cli(tmp_path, runs, dataset, capsys):  # noqa: F811
+def test_predict_one_configuration_file_and_cli(tmp_path, runs, dataset, capsys):
     source = dataset / "configuration_00005.npz"
     assert main(["predict", str(runs["bapst"]), str(source), "--out", str(tmp_path)]) == 0
     assert "1 predictions written, 0 already present" in capsys.readouterr().out

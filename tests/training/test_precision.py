@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_compile import MODELS, two_graphs
-from test_nn_equivariant import SMALL
-from test_train import dataset, write_config  # noqa: F401 (dataset: the fixture)
+from factories import SMALL, SMALL_MODELS, two_graphs, write_config
 
 import equiglass.training.loop
 from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
@@ -24,7 +22,7 @@ def equivariant(tensor_product: str):
 
 
 UNDER_AUTOCAST = {
-    "bapst": MODELS["bapst"],
+    "bapst": SMALL_MODELS["bapst"],
     "equivariant-fused": equivariant("fused"),
     "equivariant-e3nn": equivariant("e3nn"),
     "equivariant-cuequivariance": equivariant("cuequivariance"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import dataset, one_torch_thread, write_config  # noqa: F401  (fixtures)
+from factories import write_config
 
 from equiglass.errors import CheckpointError, ConfigError
 from equiglass.training.checkpoint import read_checkpoint
@@ -14,16 +14,18 @@ from equiglass.training.config import load_config
 from equiglass.training.loop import train
 from equiglass.training.transfer import is_decoder
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
-def source_run(tmp_path_factory, dataset) -> Path:  # noqa: F811
+def source_run(tmp_path_factory, dataset) -> Path:
     directory = tmp_path_factory.mktemp("source")
     return train(write_config(directory, dataset, "equivariant", train={"epochs": 2}), directory / "run",
                  progress=False).run_dir
 
 
 @pytest.mark.parametrize("kind", ["equivariant", "bapst"])
-def test_frozen_backbone_is_kept_and_only_the_decoder_trains(tmp_path, dataset, source_run, kind):  # noqa: F811
+def test_frozen_backbone_is_kept_and_only_the_decoder_trains(tmp_path, dataset, source_run, kind):
     if kind == "bapst":
         source_run = train(write_config(tmp_path / "source", dataset, "bapst"), tmp_path / "bapst_source",
                            progress=False).run_dir
@@ -41,7 +43,7 @@ def test_frozen_backbone_is_kept_and_only_the_decoder_trains(tmp_path, dataset, 
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 
-def test_fine_tuning_without_freezing_moves_the_backbone(tmp_path, dataset, source_run):  # noqa: F811
+def test_fine_tuning_without_freezing_moves_the_backbone(tmp_path, dataset, source_run):
     config = write_config(tmp_path, dataset, "equivariant", train={"epochs": 1, "init_from": str(source_run)})
     result = train(config, tmp_path / "fine_tune", progress=False)
     source = read_checkpoint(source_run / "best.pt")["model_state"]
@@ -49,7 +51,7 @@ def test_fine_tuning_without_freezing_moves_the_backbone(tmp_path, dataset, sour
     assert any(not torch.equal(source[name], tuned[name]) for name in source if not is_decoder(name))
 
 
-def test_transfer_config_errors(tmp_path, dataset, source_run):  # noqa: F811
+def test_transfer_config_errors(tmp_path, dataset, source_run):
     with pytest.raises(ConfigError, match="freeze_backbone needs init_from"):
         load_config(write_config(tmp_path / "a", dataset, "equivariant", train={"freeze_backbone": True}))
     with pytest.raises(ConfigError, match="ridge"):

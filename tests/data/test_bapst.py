@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bapst_files import dump_bapst, make_bapst_data, write_bapst_file
+from factories import dump_bapst, make_bapst_data, write_bapst_file
 
 from equiglass import cli
 from equiglass.data import bapst
@@ -495,7 +495,7 @@ def test_export_round_trip_of_our_dataset(tmp_path: Path, with_scattering: bool)
     configurations = write_our_dataset(tmp_path / "ours", with_scattering)
     paths = export_bapst(tmp_path / "ours", tmp_path / "exported")
     assert [path.name for path in paths] == ["c0.pickle", "c1.pickle"]
-    for (path, config), fields in zip(read_bapst(tmp_path / "exported"), configurations):
+    for (_, config), fields in zip(read_bapst(tmp_path / "exported"), configurations):
         times, propensity, msd = bapst_propensity(config)
         np.testing.assert_array_equal(config.time_indices, np.arange(4))
         np.testing.assert_allclose(times, fields["times"], rtol=1e-15)

@@ -1,7 +1,7 @@
 """Tests of equiglass.analysis.equivariance and ``equiglass check-equivariance``.
 
 Tiny models, trained one epoch (or untrained from a config or a bare kind), checked on a
-configuration of the synthetic dataset of ``test_train`` (300 particles at density 1.2,
+configuration of the synthetic ``dataset`` fixture of conftest.py (300 particles at density 1.2,
 about 40 neighbours each). The check must pass on correct models and fail on deliberately
 broken ones, which proves it can fail.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import dataset, write_config  # noqa: F401  (dataset is a fixture)
+from factories import write_config
 from torch import nn
 from torch_geometric.data import Data
 
@@ -32,12 +32,12 @@ from equiglass.nn.registry import build_model
 #: l_max = 2 and a middle layer: tensor products of l > 0 features (1x1->2, 2x2->2, ...), whose
 #: Clebsch-Gordan coefficients e3nn's TensorProduct stores as persistent buffers in the
 #: checkpoint and uses in its forward: the plain e3nn path (the fused path computes its own
-#: float64 tables and ignores them; its equivariance is tested in test_nn_equivariant.py).
+#: float64 tables and ignores them; its equivariance is tested in nn/test_nn_equivariant.py).
 DEEP = {"l_max": 2, "n_layers": 3, "tensor_product": "e3nn"}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
+def runs(tmp_path_factory, dataset) -> dict[str, Path]:
     """Model name -> run directory trained for one epoch."""
     from equiglass.training.loop import train
 
@@ -51,7 +51,7 @@ def runs(tmp_path_factory, dataset) -> dict[str, Path]:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def configuration(dataset) -> Configuration:  # noqa: F811
+def configuration(dataset) -> Configuration:
     return Configuration.from_fields(load_dataset(dataset).read(0))
 
 
@@ -107,7 +107,7 @@ def test_trained_equivariant_model_passes_in_float64_with_every_feature_checked(
     assert "float32" in capsys.readouterr().out
 
 
-def test_untrained_l0_model_from_a_config_passes(tmp_path, dataset, capsys):  # noqa: F811
+def test_untrained_l0_model_from_a_config_passes(tmp_path, dataset, capsys):
     config = write_config(tmp_path, dataset, "equivariant_l0")
     assert main(["check-equivariance", str(config), "--trials", "2"]) == 0
     printed = capsys.readouterr().out
@@ -115,7 +115,7 @@ def test_untrained_l0_model_from_a_config_passes(tmp_path, dataset, capsys):  # 
     assert "features l=0" in printed and "features l>0" not in printed  # l_max = 0: no l > 0 features exist
 
 
-def test_bapst_reports_its_rotation_deviation_but_passes(runs, dataset, capsys):  # noqa: F811
+def test_bapst_reports_its_rotation_deviation_but_passes(runs, dataset, capsys):
     report = check_source(runs["bapst"], trials=2)
     assert report.deviation("rotation").max_abs > 1e-6 and not report.deviation("rotation").enforced
     assert report.deviation("translation").max_abs < 1e-12 and report.passed
@@ -158,7 +158,7 @@ def test_cli_exits_non_zero_on_a_broken_model(runs, monkeypatch, capsys):
     assert "FAIL" in printed and printed.rstrip().endswith("FAILED: deviations above tolerance")
 
 
-def test_bad_sources_are_usage_errors(dataset, capsys):  # noqa: F811
+def test_bad_sources_are_usage_errors(dataset, capsys):
     assert main(["check-equivariance", "no-such-kind", "--dataset", str(dataset)]) == 2
     assert "model kind must be one of" in capsys.readouterr().err
     assert main(["check-equivariance", "ridge", "--dataset", str(dataset)]) == 2  # an unfitted ridge cannot predict

@@ -3,8 +3,8 @@
 Everything runs in float64 with small models and graphs of a few dozen particles. e3nn
 computes its Clebsch-Gordan buffers in the default dtype when a module is built, so
 ``.double()`` on a module built in float32 keeps float32-accurate coefficients (errors
-~1e-7); the autouse fixture :func:`float64_default` sets the default dtype for the duration
-of each test only (never at import).
+~1e-7); the fixture ``float64_default`` of conftest.py, requested for every test of the module,
+sets the default dtype for the duration of each test only (never at import).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 import torch
 from e3nn import o3
 from e3nn.util.test import assert_equivariant
+from factories import CUTOFF, SMALL, Configuration, graph, random_configuration
 from torch_geometric.data import Batch, Data
 
-from equiglass.data.graphs import box_matrix, neighbour_list
-from equiglass.nn.cuequivariance import cuda_kernels_available, cuequivariance_available
+from equiglass.data.graphs import box_matrix
 from equiglass.nn import (
     BesselBasis,
     EquivariantConfig,
@@ -27,52 +27,14 @@ from equiglass.nn import (
     PolynomialCutoff,
     RadialEmbedding,
 )
+from equiglass.nn.cuequivariance import cuda_kernels_available, cuequivariance_available
 
-CUTOFF = 2.0
-#: A small model: every code path of the default one (residual middle layer, l up to 2).
-SMALL = dict(
-    n_timescales=3,
-    channels=4,
-    n_layers=3,
-    num_basis=4,
-    radial_hidden=(8,),
-    decoder_hidden=(8,),
-    avg_num_neighbours=10.0,
-    cutoff=CUTOFF,
-)
 #: (parity, l_max, use_potential_energy) variants checked for symmetry.
 VARIANTS = [(True, 2, False), (True, 2, True), (False, 2, False), (True, 0, False)]
 VARIANT_IDS = ["O3-l2", "O3-l2-energy", "SO3-l2", "l0"]
 TOLERANCE = 1e-9
 
-
-def graph(
-    pos: torch.Tensor, box: torch.Tensor, types: torch.Tensor, energy: torch.Tensor, cutoff: float = CUTOFF
-) -> Data:
-    """Float64 graph of one configuration, edges from :func:`equiglass.data.graphs.neighbour_list`."""
-    edge_index, edge_shift = neighbour_list(pos, box, cutoff)
-    return Data(
-        pos=pos.double(),
-        types=types,
-        box=box.double().reshape(1, 3),
-        edge_index=edge_index,
-        edge_shift=edge_shift,
-        potential_energy=energy.double(),
-        num_nodes=pos.shape[0],
-    )
-
-
-Configuration = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def random_configuration(n: int, side: float, seed: int) -> Configuration:
-    """``(pos [n, 3], box [3], types [n], potential_energy [n])``: uniform positions in a cube of side ``side``."""
-    generator = torch.Generator().manual_seed(seed)
-    box = torch.full((3,), side, dtype=torch.float64)
-    pos = torch.rand(n, 3, generator=generator, dtype=torch.float64) * box
-    types = (torch.rand(n, generator=generator) < 0.3).long()
-    energy = -6.0 + torch.randn(n, generator=generator, dtype=torch.float64)
-    return pos, box, types, energy
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def make_model(seed: int = 0, **overrides) -> EquivariantPropensityModel:
@@ -85,15 +47,6 @@ def make_model(seed: int = 0, **overrides) -> EquivariantPropensityModel:
         for k in range(3):
             model(graph(*random_configuration(60, 4.5, seed=100 + k)))
     return model.eval()
-
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    """Build modules in float64 during each test, then restore the previous default dtype."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,57 @@
+"""Fixtures shared by several test modules (plain helpers and constants are in factories.py).
+
+None is autouse: a module that needs one on every test requests it with
+``pytestmark = pytest.mark.usefixtures(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from factories import ABSENT, DENSITY, N_PARTICLES, TIMES, synthetic_configuration
+
+from equiglass.data.format import configuration_filename, write_configuration, write_manifest
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run every test of the module on one torch CPU thread (training sets it from the config anyway):
+    on a 2-core machine shared with other jobs, two threads make tiny forward passes many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def float64_default() -> Iterator[None]:
+    """Build modules in float64 during each test, then restore the previous default dtype.
+
+    e3nn computes its Clebsch-Gordan buffers in the default dtype when a module is built, so
+    ``.double()`` on a module built in float32 keeps float32-accurate coefficients (errors ~1e-7)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Eight synthetic configurations of 300 particles, three times (see
+    :func:`factories.synthetic_configuration`): a dataset directory, one per test module."""
+    directory = tmp_path_factory.mktemp("dataset")
+    entries = []
+    for index in range(8):
+        name = configuration_filename(index)
+        write_configuration(directory / name, synthetic_configuration(index), n_particles=N_PARTICLES,
+                            density=DENSITY, times=TIMES, absent=ABSENT)
+        entries.append({"file": name})
+    write_manifest(directory, {
+        "source": "test", "n_particles": N_PARTICLES, "density": DENSITY, "temperature": 0.5,
+        "times": TIMES.tolist(), "configurations": entries, "absent_fields": list(ABSENT),
+        "propensity_definition": "synthetic",
+    })
+    return directory

@@ -1,0 +1,249 @@
+"""Shared helpers and constants of the tests (plain functions, not fixtures: those are in conftest.py).
+
+Import with ``from factories import ...``: pytest puts ``tests/``, the folder of the rootmost
+conftest.py, on ``sys.path`` (default "prepend" import mode), whatever the test module's folder.
+
+- The tiny synthetic training dataset and run configs (training/, analysis/, test_demo.py):
+  :func:`synthetic_configuration` (what the ``dataset`` fixture writes), :func:`write_config`,
+  :func:`read_metrics`, :data:`MODELS` (tiny ``[model]`` sections).
+- Small float64 equivariant models' inputs (nn/, training/, test_testing.py): :data:`SMALL`,
+  :func:`graph`, :func:`random_configuration`, and :func:`two_graphs` / :data:`SMALL_MODELS`
+  for the compile and mixed-precision tests.
+- Miniature files in the exact format of Bapst et al. (2020) (data/test_bapst.py,
+  experiments/): :func:`make_bapst_data`, :func:`dump_bapst`, :func:`write_bapst_file`.
+  The real files cannot be downloaded here; these follow the layout of the public ones
+  (see ``equiglass/data/bapst.py``): a protocol-3 pickle of one dict with ``time`` a list of
+  floats starting at 0, ``time_indices`` a list of ints not sorted by time,
+  ``trajectory_start_velocities`` a list of [N, 3] arrays and ``trajectory_target_positions``
+  a list (time) of lists (trajectory) of [N, 3] arrays of unwrapped positions.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from equiglass.data.graphs import neighbour_list
+from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
+from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
+from equiglass.training.config import to_toml
+
+#: Number density of the synthetic dataset and of the miniature Bapst files.
+DENSITY = 1.2
+
+# ------------------------------------------------------------------ synthetic training dataset
+
+TIMES = np.array([0.1, 1.0, 10.0])
+N_PARTICLES = 300  # box 6.3: above 2 x the ridge descriptors' neighbour cutoff of 3.0
+ABSENT = ("is_positions", "is_potential_energy", "msd", "self_intermediate_scattering")
+
+TINY_EQUIVARIANT = {"kind": "equivariant", "l_max": 1, "channels": 4, "n_layers": 2, "num_basis": 4,
+                    "radial_hidden": [8], "decoder_hidden": [16]}
+#: Tiny [model] sections.
+MODELS: dict[str, dict[str, Any]] = {
+    "equivariant": TINY_EQUIVARIANT,
+    "equivariant_l0": {**TINY_EQUIVARIANT, "l_max": 0},
+    "bapst": {"kind": "bapst", "mlp_hidden": [16, 16], "n_steps": 2},
+    "ridge": {"kind": "ridge", "radial_centres": [1.0, 1.2, 1.4, 1.6], "angular_centres": [1.0],
+              "angular_orders": [4, 6], "coarse_lengths": [0.0], "coarse_cutoff": 2.0},
+}
+
+def synthetic_configuration(seed: int) -> dict[str, np.ndarray]:
+    """Random positions at density 1.2; propensity = a decreasing function of the neighbour count within 1.3."""
+    rng = np.random.default_rng(seed)
+    box = np.full(3, (N_PARTICLES / DENSITY) ** (1 / 3))
+    positions = rng.uniform(0, box, (N_PARTICLES, 3))
+    edge_index, _ = neighbour_list(positions, box, 1.3)
+    count = np.bincount(edge_index[1].numpy(), minlength=N_PARTICLES).astype(np.float64)
+    z = (count - count.mean()) / count.std()
+    mobility = 0.2 + 1.0 / (1.0 + np.exp(z))
+    propensity = np.stack([(1 + k) * mobility + 0.05 * rng.random(N_PARTICLES) for k in range(len(TIMES))])
+    return {
+        "positions": positions,
+        "types": (rng.random(N_PARTICLES) < 0.2).astype(np.int64),
+        "box": box,
+        "times": TIMES,
+        "propensity": propensity,
+        "potential_energy": rng.normal(-6.5, 0.2, N_PARTICLES) - 0.5 * z,
+    }
+
+
+def write_config(
+    directory: Path,
+    dataset: Path,
+    model: str = "equivariant",
+    *,
+    data: dict[str, Any] | None = None,
+    model_options: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+) -> Path:
+    """``directory/<model>.toml``: the tiny ``model`` on ``dataset`` (given relative to the file), 1 epoch,
+    with the entries of ``data``, ``model_options`` and ``train`` added or replaced."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{model}.toml"
+    content = {
+        "data": {"dataset": os.path.relpath(dataset, directory), "split": [6, 2, 0], **(data or {})},
+        "model": {**MODELS[model], **(model_options or {})},
+        "train": {"epochs": 1, "lr": 0.01, "threads": 1, **(train or {})},
+    }
+    path.write_text(to_toml(content))
+    return path
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of ``run_dir/metrics.csv`` (one per epoch), as strings."""
+    with open(run_dir / "metrics.csv") as stream:
+        return list(csv.DictReader(stream))
+
+
+# ------------------------------------------------------------------ small equivariant models
+
+CUTOFF = 2.0
+#: A small model: every code path of the default one (residual middle layer, l up to 2).
+SMALL = dict(
+    n_timescales=3,
+    channels=4,
+    n_layers=3,
+    num_basis=4,
+    radial_hidden=(8,),
+    decoder_hidden=(8,),
+    avg_num_neighbours=10.0,
+    cutoff=CUTOFF,
+)
+
+
+def graph(
+    pos: torch.Tensor, box: torch.Tensor, types: torch.Tensor, energy: torch.Tensor, cutoff: float = CUTOFF
+) -> Data:
+    """Float64 graph of one configuration, edges from :func:`equiglass.data.graphs.neighbour_list`."""
+    edge_index, edge_shift = neighbour_list(pos, box, cutoff)
+    return Data(
+        pos=pos.double(),
+        types=types,
+        box=box.double().reshape(1, 3),
+        edge_index=edge_index,
+        edge_shift=edge_shift,
+        potential_energy=energy.double(),
+        num_nodes=pos.shape[0],
+    )
+
+
+Configuration = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def random_configuration(n: int, side: float, seed: int) -> Configuration:
+    """``(pos [n, 3], box [3], types [n], potential_energy [n])``: uniform positions in a cube of side ``side``."""
+    generator = torch.Generator().manual_seed(seed)
+    box = torch.full((3,), side, dtype=torch.float64)
+    pos = torch.rand(n, 3, generator=generator, dtype=torch.float64) * box
+    types = (torch.rand(n, generator=generator) < 0.3).long()
+    energy = -6.0 + torch.randn(n, generator=generator, dtype=torch.float64)
+    return pos, box, types, energy
+
+
+def two_graphs() -> list:
+    """Two float32 graphs of different sizes (a compiled model must not be tied to one shape)."""
+    graphs = [graph(*random_configuration(n, 5.0, seed=n)) for n in (50, 64)]
+    for data in graphs:
+        data.pos, data.box, data.potential_energy = data.pos.float(), data.box.float(), data.potential_energy.float()
+    return graphs
+
+
+#: Name -> builder of a small float32 model (compile and mixed-precision tests).
+SMALL_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
+    "equivariant": lambda: EquivariantPropensityModel(EquivariantConfig(**SMALL)),
+    "bapst": lambda: BapstGNN(BapstConfig(n_timescales=3, mlp_hidden=(16, 16), n_steps=2)),
+}
+
+
+# ------------------------------------------------------------------ miniature Bapst files
+
+
+def make_bapst_data(
+    rng: np.random.Generator,
+    n_particles: int = 512,
+    n_times: int = 3,
+    n_trajectories: int = 4,
+    temperature: float = 0.5,
+    *,
+    stacked_velocities: bool = False,
+) -> dict[str, Any]:
+    """A Bapst-format dict: a jittered simple-cubic lattice at density 1.2.
+
+    ``n_particles`` must be a cube (512 = 8^3 is the smallest that fits the
+    KA cutoffs, 64 the smallest that makes sense). 80:20 A:B types; particle
+    0 sits one box length outside the box in x and particle 1 one inside in
+    -y (unwrapped, as a particle that crossed a boundary). Stored time points
+    are time[time_indices] with the last two swapped, so not sorted (as in
+    Bapst's files); F_s levels decrease with time. Target positions are the
+    initial ones plus Gaussian steps that grow with time.
+    """
+    side = round(n_particles ** (1 / 3))
+    if side**3 != n_particles:
+        raise ValueError(f"n_particles must be a cube, got {n_particles}")
+    box_length = (n_particles / DENSITY) ** (1 / 3)
+    spacing = box_length / side
+    lattice = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    positions = (lattice + 0.5 + rng.uniform(-0.1, 0.1, size=(n_particles, 3))) * spacing
+    positions[0, 0] += box_length
+    positions[1, 1] -= box_length
+    types = np.zeros(n_particles, dtype=np.int32)
+    types[: n_particles // 5] = 1
+    types = rng.permutation(types)
+
+    time = [0.0] + np.geomspace(0.003, 300.0, n_times + 4).tolist()
+    stored = list(range(2, 2 + n_times))
+    stored[-2:] = stored[:-3:-1]  # swap the last two
+    levels = np.linspace(0.9, 0.3, n_times)
+    is_values = levels[np.argsort(np.argsort(stored))]
+    velocities = [rng.normal(scale=np.sqrt(temperature), size=(n_particles, 3)) for _ in range(n_trajectories)]
+    targets = [
+        [positions + rng.normal(scale=0.05 * time[index] ** 0.25, size=(n_particles, 3)) for _ in range(n_trajectories)]
+        for index in stored
+    ]
+    return {
+        "positions": positions,
+        "types": types,
+        "box": np.full(3, box_length),
+        "time": time,
+        "time_indices": stored,
+        "is_values": is_values,
+        "trajectory_start_velocities": np.stack(velocities) if stacked_velocities else velocities,
+        "trajectory_target_positions": targets,
+        "metadata": {"temperature": temperature, "pressure": 2.93, "fluid": "Kob Andersen"},
+    }
+
+
+def dump_bapst(path: str | Path, data: Any) -> Path:
+    """Pickle ``data`` to ``path`` as Bapst did (protocol 3)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as stream:
+        pickle.dump(data, stream, protocol=3)
+    return path
+
+
+def write_bapst_file(
+    path: str | Path,
+    rng: np.random.Generator,
+    n_particles: int = 512,
+    n_times: int = 3,
+    n_trajectories: int = 4,
+    temperature: float = 0.5,
+    *,
+    stacked_velocities: bool = False,
+) -> dict[str, Any]:
+    """Write a miniature Bapst file (see :func:`make_bapst_data`) and return its dict."""
+    data = make_bapst_data(
+        rng, n_particles, n_times, n_trajectories, temperature, stacked_velocities=stacked_velocities
+    )
+    dump_bapst(path, data)
+    return data
