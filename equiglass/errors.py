@@ -4,6 +4,7 @@
       DataError        a dataset, manifest or data file is missing, corrupt or inconsistent
       ConfigError      a run config or experiment spec is invalid
       CheckpointError  a checkpoint is missing, corrupt or does not fit
+      TrainingError    a run diverged, or its validation never gave a finite score
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class ConfigError(EquiglassError):
 
 class CheckpointError(EquiglassError):
     """A checkpoint is missing, unreadable, of another format, or does not fit its model."""
+
+
+class TrainingError(EquiglassError):
+    """A training run failed on its own: it diverged, or validation never gave a finite score."""

@@ -266,6 +266,7 @@ def evaluate(
         ValueError: no models, an unknown split, no configuration to evaluate, or a model
             trained on other times than the dataset's.
         DataError: an unreadable dataset, checkpoint or ``run.json``.
+        OSError: ``out`` cannot be created or written.
         IndexError: an index out of range.
     """
     models = [models] if isinstance(models, (str, Path)) else list(models)
@@ -278,6 +279,8 @@ def evaluate(
         if indices.size == 0:
             raise ValueError("indices select no configuration")
     times = load_dataset(dataset).times
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)  # an unusable output directory fails before the work
     rows: list[PearsonRow] = []
     labels: list[str] = []
     for source in models:

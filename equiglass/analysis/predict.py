@@ -9,13 +9,21 @@ name>`` holding
   in physical units (the model's output de-normalised);
 * ``times`` [T] float64: the model's time points (LJ units), those of its training data.
 
-Files are written atomically; a rerun skips the configurations whose output exists, so an
-interrupted run resumes.
+and ``DIR/predictions.json`` recording which checkpoint and dataset made them (paths and
+sha256 of the checkpoint file and of the dataset's ``manifest.json``, or of the one
+configuration file).
+
+Files are written atomically; a rerun with the same checkpoint and dataset skips the
+configurations whose output exists, so an interrupted run resumes. Predictions of another
+checkpoint or dataset, or of unknown origin, are refused (``--overwrite`` recomputes them).
+``DIR`` may not hold a dataset, nor be the dataset directory or lie inside it.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,11 +32,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from equiglass.data.format import OPTIONAL_FIELDS, atomic_write, load_dataset, read_configuration
+from equiglass.data.format import MANIFEST_NAME, OPTIONAL_FIELDS, atomic_write, load_dataset, read_configuration
 from equiglass.data.graphs import configuration_graph
-from equiglass.training.checkpoint import TrainedModel, load_checkpoint
+from equiglass.errors import CheckpointError, DataError
+from equiglass.training.checkpoint import TrainedModel, checkpoint_path, load_checkpoint
 
 log = logging.getLogger(__name__)
+
+#: File of the output directory recording which checkpoint and dataset made its predictions.
+PROVENANCE_NAME = "predictions.json"
+#: Entries of the provenance record that must match for existing predictions to be reused.
+PROVENANCE_IDENTITY = ("checkpoint_sha256", "dataset", "dataset_sha256")
 
 
 @dataclass
@@ -79,23 +93,143 @@ def predict(checkpoint: str | Path, source: str | Path, out: str | Path, overwri
         checkpoint: a checkpoint file or a run directory (its ``best.pt``).
         source: a dataset directory or one configuration `.npz`.
         out: output directory (created if needed); file names are the configurations'.
-        overwrite: recompute outputs that already exist (by default they are skipped).
+        overwrite: recompute outputs that already exist (by default those of the same checkpoint and
+            dataset are skipped, others refused).
 
     Returns:
         The files written and the files skipped.
+
+    Raises:
+        DataError: ``out`` holds a dataset or lies in ``source``'s directory, or holds predictions of
+            another checkpoint or dataset (or of unknown origin) and ``overwrite`` is false.
+        CheckpointError: the checkpoint is missing or unreadable.
     """
     files = configuration_files(source)
     out = Path(out)
+    check_output_directory(out, Path(source))
+    existing = [out / name for name in files if (out / name).is_file()]
+    record = provenance(checkpoint, source)
+    if overwrite:
+        discard_predictions(out, existing)
+    else:
+        check_provenance(out, record, existing)
+    write_provenance(out, record)
     report = PredictReport()
     trained: TrainedModel | None = None
     for name, read in files.items():
         path = out / name
-        if path.is_file() and not overwrite:
+        if path.is_file():
             report.skipped.append(path)
             continue
         if trained is None:
             trained = load_checkpoint(checkpoint)
-        arrays = configuration_prediction(trained, read())
+        arrays = _prediction_of(trained, read(), Path(source) / name if Path(source).is_dir() else Path(source))
         report.written.append(atomic_write(path, functools.partial(np.savez_compressed, **arrays)))
         log.info("%s: %d particles x %d times", path, arrays["prediction"].shape[1], arrays["times"].size)
     return report
+
+
+def _prediction_of(trained: TrainedModel, fields: Mapping[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """:func:`configuration_prediction` of the configuration file ``path``, a graph that cannot be
+    built (e.g. the checkpoint's cutoff against this box) raised as a :class:`DataError` naming it."""
+    try:
+        return configuration_prediction(trained, fields)
+    except ValueError as error:
+        raise DataError(path, f"cannot build the graph of checkpoint {trained.path}: {error}") from error
+
+
+def check_output_directory(out: Path, source: Path) -> None:
+    """Refuse an output directory whose predictions would replace data.
+
+    Raises:
+        DataError: ``out`` holds a dataset (a ``manifest.json``), is the dataset directory
+            ``source`` or lies inside it, or is the directory of the configuration file ``source``.
+    """
+    if (out / MANIFEST_NAME).exists():
+        raise DataError(out, f"holds a dataset ({MANIFEST_NAME}): predictions would replace its configurations; "
+                             "choose another --out")
+    target, origin = out.resolve(), source.resolve()
+    if source.is_dir() and (target == origin or origin in target.parents):
+        raise DataError(out, f"is inside the dataset {source}: choose an output directory outside it")
+    if not source.is_dir() and target == origin.parent:
+        raise DataError(out, f"is the directory of {source}: its prediction would replace it; choose another --out")
+
+
+def provenance(checkpoint: str | Path, source: str | Path) -> dict[str, str]:
+    """What identifies a set of predictions: the checkpoint file and the dataset (resolved paths and
+    sha256 of the checkpoint, and of the dataset's manifest or the one configuration file).
+
+    Raises:
+        CheckpointError: the checkpoint file does not exist.
+    """
+    path, source = checkpoint_path(checkpoint), Path(source)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint file does not exist")
+    identity = source / MANIFEST_NAME if source.is_dir() else source
+    return {
+        "checkpoint": str(path.resolve()),
+        "checkpoint_sha256": _sha256(path),
+        "dataset": str(source.resolve()),
+        "dataset_sha256": _sha256(identity),
+    }
+
+
+def read_provenance(out: Path) -> dict[str, str] | None:
+    """The provenance record of the output directory ``out``, or None if it has none.
+
+    Raises:
+        DataError: the record is unreadable.
+    """
+    path = out / PROVENANCE_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(path, f"not a readable provenance record: {error}") from error
+    if not isinstance(record, dict):
+        raise DataError(path, "not a provenance record: not a JSON object")
+    return record
+
+
+def check_provenance(out: Path, record: Mapping[str, str], existing: list[Path]) -> None:
+    """Check that predictions already in ``out`` were made by the checkpoint and dataset of ``record``.
+
+    Raises:
+        DataError: ``out`` records another checkpoint or dataset, or holds outputs (``existing``)
+            without a record.
+    """
+    stored = read_provenance(out)
+    if stored is None:
+        if existing:
+            raise DataError(out, f"holds {len(existing)} prediction file(s) of unknown origin (no {PROVENANCE_NAME}): "
+                                 "use --overwrite to recompute them, or another --out")
+        return
+    differ = [key for key in PROVENANCE_IDENTITY if stored.get(key) != record[key]]
+    if differ:
+        made_by = f"checkpoint {stored.get('checkpoint')} on {stored.get('dataset')}"
+        raise DataError(out / PROVENANCE_NAME, f"holds predictions of {made_by} ({', '.join(differ)} differ): "
+                                               "use --overwrite to recompute them, or another --out")
+
+
+def discard_predictions(out: Path, existing: list[Path]) -> None:
+    """Remove the provenance record, then the ``existing`` outputs, of ``out`` before they are recomputed
+    (so that an interrupted overwrite never leaves stale outputs under a new record)."""
+    (out / PROVENANCE_NAME).unlink(missing_ok=True)
+    for path in existing:
+        path.unlink()
+
+
+def write_provenance(out: Path, record: Mapping[str, str]) -> None:
+    """Write ``record`` as ``out/predictions.json`` atomically, unless it is already there."""
+    if read_provenance(out) != record:
+        atomic_write(out / PROVENANCE_NAME, lambda stream: json.dump(dict(record), stream, indent=2), binary=False)
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -32,6 +32,9 @@ from equiglass.nn.convolution import (
 from equiglass.nn.embedding import NodeEmbedding
 from equiglass.nn.radial import RadialEmbedding
 
+#: Largest ``l_max``: the highest order of e3nn's spherical harmonics.
+MAX_L_MAX = 12
+
 
 @dataclass(frozen=True)
 class EquivariantConfig:
@@ -109,6 +112,9 @@ class EquivariantConfig:
             raise ValueError(f"EquivariantConfig: these must be positive: {bad}")
         if self.l_max < 0:
             raise ValueError(f"EquivariantConfig: l_max must be >= 0, got {self.l_max}")
+        if self.l_max > MAX_L_MAX:
+            raise ValueError(f"EquivariantConfig: l_max must be at most {MAX_L_MAX} (e3nn's largest "
+                             f"spherical harmonics), got {self.l_max}")
         if self.tensor_product not in TENSOR_PRODUCTS:
             raise ValueError(f"EquivariantConfig: tensor_product must be one of {list(TENSOR_PRODUCTS)}, got {self.tensor_product!r}")
         object.__setattr__(self, "radial_hidden", tuple(int(h) for h in self.radial_hidden))

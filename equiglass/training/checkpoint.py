@@ -26,6 +26,7 @@ A run directory (see :mod:`equiglass.training.loop`) holds ``best.pt`` and ``las
 
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,7 @@ from torch_geometric.data import Data
 
 from equiglass import __version__
 from equiglass.data.format import Dataset, atomic_write
-from equiglass.data.graphs import PropensityDataset
+from equiglass.data.graphs import POSITION_FIELDS, PropensityDataset
 from equiglass.errors import CheckpointError
 from equiglass.nn.registry import build_model
 
@@ -54,6 +55,8 @@ LAST_CHECKPOINT = "last.pt"
 RESERVED_KEYS = ("format", "model_state", "model", "data", "normalisation", "times", "equiglass_version")
 #: Keys the ``data`` section must hold.
 DATA_KEYS = ("cutoff", "positions", "with_potential_energy", "particle_types")
+#: Keys that only a ``last.pt`` written by :mod:`equiglass.training.loop` holds, needed to resume training.
+RESUME_KEYS = ("config", "epoch", "history", "best_epoch", "best_score", "wall_s")
 
 
 def save_checkpoint(
@@ -122,12 +125,52 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [key for key in RESERVED_KEYS if key not in content]
     if missing:
         raise CheckpointError(path, f"not an equiglass checkpoint: lacks {missing}")
-    if content["format"] > CHECKPOINT_FORMAT:
-        raise CheckpointError(path, f"checkpoint format {content['format']} is newer than this equiglass reads ({CHECKPOINT_FORMAT})")
-    missing = [key for key in DATA_KEYS if key not in content["data"]]
+    if not isinstance(content["format"], int) or content["format"] > CHECKPOINT_FORMAT:
+        raise CheckpointError(path, f"checkpoint format {content['format']!r} is not one this equiglass reads "
+                                    f"(1 to {CHECKPOINT_FORMAT})")
+    check_data_section(content["data"], path)
+    return content
+
+
+def read_resume_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The content of a ``last.pt`` to resume training from: :func:`read_checkpoint`, plus the
+    training state (:data:`RESUME_KEYS`) that only :mod:`equiglass.training.loop` writes there.
+
+    Raises:
+        CheckpointError: naming the file, as :func:`read_checkpoint`, or when the training state is missing
+            (e.g. a ``best.pt`` copied over ``last.pt``).
+    """
+    content = read_checkpoint(path)
+    missing = [key for key in RESUME_KEYS if key not in content]
+    if missing:
+        raise CheckpointError(path, f"lacks the training state {missing} needed to resume (a {BEST_CHECKPOINT} "
+                                    f"or another checkpoint copied over {LAST_CHECKPOINT}?): rerun with --no-resume")
+    return content
+
+
+def check_data_section(section: Any, path: str | Path) -> None:
+    """Check a checkpoint's ``data`` section: every :data:`DATA_KEYS` entry present and valid.
+
+    Raises:
+        CheckpointError: naming ``path`` and the bad entry.
+    """
+    if not isinstance(section, Mapping):
+        raise CheckpointError(path, f"the checkpoint's data section is a {type(section).__name__}, not a dict")
+    missing = [key for key in DATA_KEYS if key not in section]
     if missing:
         raise CheckpointError(path, f"the checkpoint's data section lacks {missing}")
-    return content
+    cutoff = section["cutoff"]
+    if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not (math.isfinite(cutoff) and cutoff > 0):
+        raise CheckpointError(path, f"the checkpoint's data cutoff must be a positive number, got {cutoff!r}")
+    if section["positions"] not in POSITION_FIELDS:
+        raise CheckpointError(path, f"the checkpoint's data positions must be one of {sorted(POSITION_FIELDS)}, "
+                                    f"got {section['positions']!r}")
+    if not isinstance(section["with_potential_energy"], bool):
+        raise CheckpointError(path, "the checkpoint's data with_potential_energy must be true or false, "
+                                    f"got {section['with_potential_energy']!r}")
+    types = section["particle_types"]
+    if not isinstance(types, (list, tuple)) or not types or any(kind not in (0, 1) for kind in types):
+        raise CheckpointError(path, f"the checkpoint's data particle_types must list species among 0 and 1, got {types!r}")
 
 
 def checkpoint_path(path_or_run_dir: str | Path) -> Path:
@@ -214,7 +257,7 @@ def load_checkpoint(path_or_run_dir: str | Path, device: str | torch.device = "c
     try:
         model = build_model(content["model"], len(times))
         model.load_state_dict(content["model_state"])
-    except (ValueError, RuntimeError) as error:
+    except (ValueError, RuntimeError, TypeError, KeyError) as error:
         raise CheckpointError(path, f"the weights do not fit the checkpoint's model section: {error}") from error
     extra = {key: value for key, value in content.items() if key not in RESERVED_KEYS}
     return TrainedModel(

@@ -66,6 +66,9 @@ SPLIT_NAMES = ("train", "validation", "test")
 #: ``[train] precision``: the dtype the training forwards are autocast to.
 Precision = Literal["float32", "bfloat16", "float16"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+#: Largest ``[train] threads``: above the cores of any single machine (a fixed bound, so that a
+#: config valid on one machine stays valid on another).
+MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,8 @@ class TrainConfig:
             raise ValueError(f"plateau_factor must be between 0 and 1, got {self.plateau_factor}")
         if self.plateau_patience < 0:
             raise ValueError(f"plateau_patience must be >= 0, got {self.plateau_patience}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {self.threads}")
         if not self.alphas or any(not (math.isfinite(alpha) and alpha >= 0) for alpha in self.alphas):
             raise ValueError(f"alphas must list ridge strengths >= 0, got {list(self.alphas)}")
 
@@ -187,8 +190,17 @@ class RunConfig:
 
     def split_of(self, n_configurations: int) -> dict[str, Any]:
         """``{"train", "validation", "test"}`` -> sorted configuration indices (int64 arrays) of a
-        dataset of ``n_configurations`` under ``[data] split`` and ``split_seed``."""
-        return dict(zip(SPLIT_NAMES, split_indices(n_configurations, self.data.split, self.data.split_seed)))
+        dataset of ``n_configurations`` under ``[data] split`` and ``split_seed``.
+
+        Raises:
+            ConfigError: naming the config file: the split does not fit ``n_configurations``
+                (fractions summing above 1, counts above ``n_configurations``).
+        """
+        try:
+            parts = split_indices(n_configurations, self.data.split, self.data.split_seed)
+        except ValueError as error:
+            raise ConfigError(self.path, f"[data] split: {error}") from None
+        return dict(zip(SPLIT_NAMES, parts))
 
     def with_epochs(self, epochs: int) -> RunConfig:
         """The same config trained for ``epochs`` epochs."""

@@ -5,8 +5,10 @@ leaves in the run directory ``config.toml`` / ``config.json``, ``run.json``, ``m
 (one row per epoch: ``lr`` of the epoch's last step, ``wall_s`` cumulative training time,
 validation columns empty in epochs without validation) and ``tensorboard/``
 (:mod:`equiglass.training.rundir`), and ``last.pt`` (every epoch; resumes training) and
-``best.pt`` (best validation score, :mod:`equiglass.training.progress`), see
-:mod:`equiglass.training.checkpoint`.
+``best.pt`` (best finite validation score, :mod:`equiglass.training.progress`), see
+:mod:`equiglass.training.checkpoint`. A fresh run replaces the directory's old checkpoints and
+``metrics.csv`` only when its first epoch ends, after the config, data, split and model have
+been checked.
 
 The model's registry entry (:mod:`equiglass.nn.registry`) says how it is fitted: by gradient
 steps (:func:`fit_network`, here) or in closed form (:mod:`equiglass.training.closed_form`).
@@ -19,6 +21,9 @@ models with ``use_potential_energy`` the energy is standardised with training-sp
 stepped after each validation); gradient-norm clipping; ``batch_size`` configurations per
 step in a seeded random order; the kind's random symmetries (``augment``; cube symmetries
 for ``bapst``) drawn from the same seeded generator. :func:`take_step` is one optimiser step.
+A non-finite loss (checked every step) or model state (checked at the end of every epoch,
+before its checkpoints) stops training with an error: it diverged, and ``last.pt`` of the
+previous epoch is left as it was.
 
 **Transfer** (:mod:`equiglass.training.transfer`): ``init_from`` starts a fresh run from another run's
 backbone with a freshly initialised decoder; ``freeze_backbone`` then trains only the
@@ -64,6 +69,7 @@ from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 from equiglass.data.format import load_dataset
+from equiglass.errors import TrainingError
 from equiglass.nn.registry import Fit, build_model, kind_of
 from equiglass.training import distributed
 from equiglass.training.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
@@ -72,7 +78,6 @@ from equiglass.training.config import RunConfig, load_config
 from equiglass.training.objective import Objective
 from equiglass.training.progress import RunProgress
 from equiglass.training.rundir import (
-    METRICS_CSV,
     resume_state,
     run_record,
     tensorboard,
@@ -128,7 +133,7 @@ def train(
         config: a TOML run config file or a loaded :class:`~equiglass.training.config.RunConfig`.
         run_dir: the run directory; default ``runs/<config file stem>``.
         resume: continue from ``run_dir/last.pt`` if present; False starts afresh,
-            replacing the directory's checkpoints and metrics.
+            replacing the directory's checkpoints and metrics when its first epoch ends.
         epochs: override ``[train] epochs``.
         progress: show a tqdm progress bar.
 
@@ -139,8 +144,10 @@ def train(
         The :class:`RunResult`.
 
     Raises:
-        DataError: bad config or data, an unreadable ``last.pt``, or a run directory holding
-            a run of another config.
+        DataError: bad config or data (also propensities beyond float32's range), an unreadable
+            ``last.pt``, or a run directory holding a run of another config.
+        TrainingError: (naming the run directory) training diverged, or validation never gave
+            a finite score.
         ValueError: e.g. ``device = "cuda"`` without CUDA.
     """
     config = config if isinstance(config, RunConfig) else load_config(config)
@@ -153,9 +160,6 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = resume_state(run_dir, config) if resume else None
-    if state is None:
-        for name in (LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_CSV):
-            (run_dir / name).unlink(missing_ok=True)
     start = 0 if state is None else int(state["epoch"])
 
     with distributed.setup(choose_device(config.train.device)) as parallel, cpu_settings(config.train.threads), \
@@ -178,8 +182,10 @@ def train(
             write_config(run_dir, resolved)
             write_record(run_dir, record)
 
-        run = RunProgress(config, run_dir, model, objective, dataset.times.tolist(), writer, parallel)
+        run = RunProgress(config, run_dir, model, objective, dataset.times.tolist(), writer, parallel,
+                          fresh=state is None)
         FITS[kind_of(model).fit](run, split, device, state, progress)
+        run.require_best()
         if parallel.is_main:
             write_record(run_dir, {**record, "best_epoch": run.best_epoch, "best_val_pearson_mean": run.best_score})
     log.info("%s: best epoch %d, validation mean Pearson %.4f", run_dir, run.best_epoch, run.best_score)
@@ -237,9 +243,9 @@ def fit_network(
             plateau.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         set_random_states(state["random_states"])
+        run.write_metrics()
     steps_per_epoch = math.ceil(len(split.train) / settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch
-    run.write_metrics()
 
     bar = tqdm(range(start + 1, settings.epochs + 1), desc=run.run_dir.name, unit="epoch",
                initial=start, total=settings.epochs, disable=not (progress and run.parallel.is_main))
@@ -261,6 +267,10 @@ def fit_network(
             loss = take_step(forward, batch, run.objective, optimiser, scaler, precision=settings.precision,
                              grad_clip=settings.grad_clip, parallel=run.parallel)
             losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                raise _diverged(run, epoch, f"step {step + 1} of {total_steps}: the loss is {losses[-1]}")
+        if not _finite_state(model):
+            raise _diverged(run, epoch, "after its last step: the model's parameters or buffers are not finite")
         validate = epoch % settings.eval_every == 0 or epoch == settings.epochs
         scores = run.validate(split.validation, device) if validate else None
         run.wall_s += time.perf_counter() - began
@@ -331,6 +341,19 @@ def mixed_precision(device: torch.device, precision: str) -> torch.autocast:
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """Loss scaling for ``float16`` only (a no-op pass-through otherwise)."""
     return torch.amp.GradScaler(device.type, enabled=precision == "float16")
+
+
+def _finite_state(model: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of ``model`` is finite (one device sync)."""
+    tensors = [tensor for tensor in model.state_dict().values() if tensor.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(tensor).all() for tensor in tensors]).all())
+
+
+def _diverged(run: RunProgress, epoch: int, problem: str) -> TrainingError:
+    """The error of a run that diverged in ``epoch``, naming its run directory and what it keeps."""
+    kept = f"{LAST_CHECKPOINT} of epoch {epoch - 1} is kept" if epoch > 1 else "no checkpoint of this run was written"
+    return TrainingError(run.run_dir, f"training diverged at epoch {epoch}, {problem}; {kept}: "
+                                       "lower [train] lr or set [train] grad_clip")
 
 
 def _cosine_learning_rate(base: float, step: int, total_steps: int) -> float:

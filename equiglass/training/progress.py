@@ -4,7 +4,13 @@ what ends each epoch (validation, the ``metrics.csv`` row, ``best.pt``, ``last.p
 **Validation score**: for each validation configuration, the Pearson correlation over the
 loss particles at each timescale (per-configuration convention, :mod:`equiglass.metrics`),
 averaged over configurations, then over timescales (``val_pearson_mean``). ``best.pt`` is
-the epoch of the highest score.
+the epoch of the highest finite score: an epoch without validation (NaN) or whose score is
+NaN (a constant prediction, validation configurations without loss particles) is never best,
+and a run whose validation never gives a finite score is an error (:meth:`RunProgress.require_best`).
+
+A fresh run replaces the ``best.pt``, ``last.pt`` and ``metrics.csv`` that its directory may
+hold only when its first epoch ends, so that a run failing before (bad data, divergence in
+the first epoch) leaves them as they were.
 """
 
 from __future__ import annotations
@@ -19,12 +25,17 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
+from equiglass.errors import TrainingError
 from equiglass.metrics import pearson_per_timescale, summarise
 from equiglass.training import distributed
 from equiglass.training.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, save_checkpoint
 from equiglass.training.config import RunConfig
 from equiglass.training.objective import Objective
-from equiglass.training.rundir import write_metrics
+from equiglass.training.rundir import METRICS_CSV, write_metrics
+
+#: The files of a run directory that a fresh run replaces, in the order it deletes them (``last.pt``
+#: first: a directory is never resumed from a run whose other files are gone).
+RUN_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_CSV)
 
 
 class RunProgress:
@@ -38,6 +49,8 @@ class RunProgress:
         history: the rows of ``metrics.csv`` so far.
         best_epoch, best_score: epoch and validation score of ``best.pt`` (0 and -inf before any).
         wall_s: cumulative training time, seconds.
+        fresh: the run starts from scratch; its first :meth:`end_epoch` deletes the directory's
+            old :data:`RUN_FILES` before writing its own.
     """
 
     def __init__(
@@ -49,9 +62,11 @@ class RunProgress:
         times: list[float],
         tensorboard: Any | None,
         parallel: distributed.Parallel = distributed.SINGLE_PROCESS,
+        *,
+        fresh: bool,
     ):
         self.config, self.run_dir, self.model, self.objective, self.times = config, run_dir, model, objective, times
-        self.tensorboard, self.parallel = tensorboard, parallel
+        self.tensorboard, self.parallel, self.fresh = tensorboard, parallel, fresh
         self.history: list[dict[str, float]] = []
         self.best_epoch = 0
         self.best_score = -math.inf
@@ -85,11 +100,14 @@ class RunProgress:
         return {**row, "lr": lr, "wall_s": self.wall_s}
 
     def end_epoch(self, row: dict[str, float], resume_state: Callable[[], dict[str, Any]]) -> None:
-        """Record ``row``; write ``best.pt`` if the score improved, then ``last.pt``, then ``metrics.csv``
-        (and the row to TensorBoard, if installed).
+        """Record ``row``; write ``best.pt`` if the score is finite and improved, then ``last.pt``, then
+        ``metrics.csv`` (and the row to TensorBoard, if installed). The first epoch of a fresh run
+        first deletes the old :data:`RUN_FILES`.
 
         ``resume_state()`` gives the fit-specific entries of ``last.pt``.
         """
+        if self.fresh:
+            self._delete_old_run()
         self.history.append(row)
         if self.tensorboard is not None:
             for key, value in row.items():
@@ -97,7 +115,7 @@ class RunProgress:
                     self.tensorboard.add_scalar(key, value, int(row["epoch"]))
             self.tensorboard.flush()
         score = row["val_pearson_mean"]
-        if self.best_epoch == 0 or (not math.isnan(score) and score > self.best_score):
+        if math.isfinite(score) and score > self.best_score:
             self.best_epoch, self.best_score = int(row["epoch"]), score
             self._save(BEST_CHECKPOINT, {"epoch": int(row["epoch"]), "metrics": row})
         self._save(LAST_CHECKPOINT, {
@@ -112,17 +130,46 @@ class RunProgress:
         self.write_metrics()
 
     def restore(self, state: dict[str, Any]) -> int:
-        """Load the model and bookkeeping of a ``last.pt``; returns its epoch."""
+        """Load the model and bookkeeping of a ``last.pt``; returns its epoch.
+
+        A NaN best score (kept as best by versions before NaN was never best) counts as none.
+        """
         self.model.load_state_dict(state["model_state"])
         self.history = list(state["history"])
         self.best_epoch, self.best_score = int(state["best_epoch"]), float(state["best_score"])
+        if math.isnan(self.best_score):
+            self.best_epoch, self.best_score = 0, -math.inf
         self.wall_s = float(state["wall_s"])
         return int(state["epoch"])
+
+    def require_best(self) -> None:
+        """Check that some validation gave a finite score (so ``best.pt`` exists).
+
+        Raises:
+            TrainingError: naming the run directory, when none did; ``last.pt`` is kept and a
+                ``best.pt`` (of a run made before NaN was never best) is deleted.
+        """
+        if self.best_epoch > 0:
+            return
+        if self.parallel.is_main:
+            (self.run_dir / BEST_CHECKPOINT).unlink(missing_ok=True)
+        raise TrainingError(self.run_dir, (
+            f"validation never gave a finite score in {len(self.history)} epochs (mean Pearson NaN: a constant "
+            f"prediction, or validation configurations without particles of types {list(self.objective.particle_types)}); "
+            f"no {BEST_CHECKPOINT} written, {LAST_CHECKPOINT} kept"
+        ))
 
     def write_metrics(self) -> None:
         """Rewrite ``metrics.csv`` from the history (so it always agrees with ``last.pt``); rank 0 only."""
         if self.parallel.is_main:
             write_metrics(self.run_dir, self.history, len(self.times))
+
+    def _delete_old_run(self) -> None:
+        """Delete the :data:`RUN_FILES` a previous run left in the directory (rank 0), once."""
+        if self.parallel.is_main:
+            for name in RUN_FILES:
+                (self.run_dir / name).unlink(missing_ok=True)
+        self.fresh = False
 
     def _save(self, name: str, extra: dict[str, Any]) -> None:
         if not self.parallel.is_main:

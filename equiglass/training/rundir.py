@@ -34,7 +34,7 @@ from equiglass import __version__
 from equiglass.data.format import MANIFEST_NAME, atomic_write
 from equiglass.errors import ConfigError
 from equiglass.metrics import PER_CONFIGURATION
-from equiglass.training.checkpoint import LAST_CHECKPOINT, read_checkpoint
+from equiglass.training.checkpoint import LAST_CHECKPOINT, read_resume_checkpoint
 from equiglass.training.config import RunConfig, config_from_dict, to_toml
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def resume_state(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
     path = run_dir / LAST_CHECKPOINT
     if not path.is_file():
         return None
-    state = read_checkpoint(path)
+    state = read_resume_checkpoint(path)
     # resolved again, so that keys added to the config schema since the run was made take their defaults
     stored = config_from_dict(state["config"], path).with_epochs(config.train.epochs).to_dict()
     wanted = config.to_dict()

@@ -1,4 +1,8 @@
-"""The split of a run: which configurations train and validate, and their graphs."""
+"""The split of a run: which configurations train and validate, and their graphs.
+
+The graphs hold the propensity in float32: a dataset whose propensities exceed float32's
+range (they would become inf) is refused when the split opens its graphs.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from equiglass.data.graphs import PropensityDataset
-from equiglass.errors import ConfigError
+from equiglass.errors import ConfigError, DataError, EquiglassError
 from equiglass.training.config import RunConfig
 
 
@@ -24,8 +29,12 @@ class Split:
 def split_graphs(config: RunConfig, dataset: Any) -> Split:
     """Split the configurations of ``dataset`` as ``[data] split`` says and open the training and validation graphs.
 
+    Builds every training and validation graph (they are cached for the run).
+
     Raises:
-        ConfigError: the split leaves no training or no validation configuration.
+        ConfigError: the split leaves no training or no validation configuration, or the cutoff
+            does not fit the boxes.
+        DataError: (naming the configuration file) a propensity beyond float32's range.
     """
     indices = config.split_of(len(dataset))
     if len(indices["train"]) == 0 or len(indices["validation"]) == 0:
@@ -41,4 +50,27 @@ def split_graphs(config: RunConfig, dataset: Any) -> Split:
         )
         for name in ("train", "validation")
     }
+    for part in graphs.values():
+        try:
+            _check_float32_targets(part)
+        except EquiglassError:
+            raise
+        except ValueError as error:  # from the graphs: a cutoff the boxes cannot hold
+            raise ConfigError(config.path, f"[data] cutoff: {error}") from None
     return Split(indices, graphs["train"], graphs["validation"])
+
+
+def _check_float32_targets(graphs: PropensityDataset) -> None:
+    """Build every graph of ``graphs`` and check that its float32 propensities are finite.
+
+    The configuration files hold only finite values, so an infinite one overflowed float32.
+
+    Raises:
+        DataError: naming the configuration file whose propensity does not fit float32.
+    """
+    for item, index in enumerate(graphs.indices):
+        if not torch.isfinite(graphs[item].y).all():
+            raise DataError(graphs.dataset.files[int(index)], (
+                f"propensities beyond float32's range (largest {torch.finfo(torch.float32).max:.3g}) "
+                "would train as inf: rescale them"
+            ))

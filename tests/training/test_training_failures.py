@@ -1,0 +1,256 @@
+"""Tests of how training fails (equiglass.training): validations without a finite score,
+a run directory's old files kept until the new run replaces them, divergence, and targets
+beyond float32.
+
+Every run uses a tiny synthetic dataset (propensity a function of each particle's
+neighbour count) written with the package's own writers, a tiny model and one thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import equiglass.training.loop
+import equiglass.training.progress
+from equiglass.cli import main
+from equiglass.data.format import configuration_filename, write_configuration, write_manifest
+from equiglass.data.graphs import neighbour_list
+from equiglass.errors import DataError, EquiglassError
+from equiglass.training.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint
+from equiglass.training.config import load_config, to_toml
+from equiglass.training.loop import train
+from equiglass.training.rundir import METRICS_CSV
+
+DENSITY = 1.2
+TIMES = np.array([0.1, 1.0])
+N_PARTICLES = 150  # box 5.0: above 2 x the graphs' cutoff of 2.0
+N_CONFIGURATIONS = 8
+ABSENT = ("is_positions", "potential_energy", "is_potential_energy", "msd", "self_intermediate_scattering")
+#: A tiny equivariant model (scalars only: the fastest).
+MODEL = {"kind": "equivariant", "l_max": 0, "channels": 4, "n_layers": 2, "num_basis": 4,
+         "radial_hidden": [8], "decoder_hidden": [16]}
+#: Files of a run directory that a failed run must leave as they were.
+RUN_FILES = (BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_CSV)
+
+Configuration = dict[str, np.ndarray]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch CPU thread for every test of the module (training sets it from the config anyway)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def configuration(seed: int) -> Configuration:
+    """Random positions at density 1.2; propensity = a decreasing function of the neighbour count within 1.3."""
+    rng = np.random.default_rng(seed)
+    box = np.full(3, (N_PARTICLES / DENSITY) ** (1 / 3))
+    positions = rng.uniform(0, box, (N_PARTICLES, 3))
+    edge_index, _ = neighbour_list(positions, box, 1.3)
+    count = np.bincount(edge_index[1].numpy(), minlength=N_PARTICLES).astype(np.float64)
+    mobility = 0.2 + 1.0 / (1.0 + np.exp((count - count.mean()) / count.std()))
+    return {
+        "positions": positions,
+        "types": (rng.random(N_PARTICLES) < 0.2).astype(np.int64),
+        "box": box,
+        "times": TIMES,
+        "propensity": np.stack([(1 + k) * mobility for k in range(len(TIMES))]),
+    }
+
+
+def write_dataset(directory: Path, change: Callable[[int, Configuration], Configuration] | None = None) -> Path:
+    """A dataset of :data:`N_CONFIGURATIONS` configurations in ``directory``, configuration ``k`` passed through ``change(k, fields)``."""
+    entries = []
+    for index in range(N_CONFIGURATIONS):
+        fields = configuration(index)
+        fields = fields if change is None else change(index, fields)
+        name = configuration_filename(index)
+        write_configuration(directory / name, fields, n_particles=N_PARTICLES, density=DENSITY, times=TIMES,
+                            absent=ABSENT)
+        entries.append({"file": name})
+    write_manifest(directory, {
+        "source": "test", "n_particles": N_PARTICLES, "density": DENSITY, "temperature": 0.5,
+        "times": TIMES.tolist(), "configurations": entries, "absent_fields": list(ABSENT),
+        "propensity_definition": "synthetic",
+    })
+    return directory
+
+
+def write_config(path: Path, dataset: Path, **train: Any) -> Path:
+    """A run config at ``path``: :data:`MODEL` on ``dataset``, 6 training and 2 validation configurations,
+    1 epoch, one thread, with the ``[train]`` entries of ``train`` added or replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_toml({
+        "data": {"dataset": os.path.relpath(dataset, path.parent), "split": [6, 2, 0]},
+        "model": MODEL,
+        "train": {"epochs": 1, "lr": 0.01, "threads": 1, **train},
+    }))
+    return path
+
+
+def validation_indices(dataset: Path, tmp_path: Path) -> list[int]:
+    """The configurations that validate in a run of :func:`write_config` on ``dataset``."""
+    return load_config(write_config(tmp_path / "probe.toml", dataset)).split_of(N_CONFIGURATIONS)["validation"].tolist()
+
+
+def file_bytes(run_dir: Path) -> dict[str, bytes]:
+    """The content of the run directory's :data:`RUN_FILES`."""
+    return {name: (run_dir / name).read_bytes() for name in RUN_FILES}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """The synthetic dataset."""
+    return write_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, dataset) -> Path:
+    """A finished one-epoch run directory (a template: tests copy it before changing it)."""
+    directory = tmp_path_factory.mktemp("finished")
+    train(write_config(directory / "run.toml", dataset), directory / "run", progress=False)
+    return directory / "run"
+
+
+def copy_run(run_dir: Path, destination: Path) -> Path:
+    """A copy of the run directory's :data:`RUN_FILES` in ``destination``."""
+    destination.mkdir(parents=True)
+    for name in RUN_FILES:
+        (destination / name).write_bytes((run_dir / name).read_bytes())
+    return destination
+
+
+# ------------------------------------------------------------------ validation without a finite score
+
+
+def test_unvalidated_epochs_are_never_best(tmp_path, dataset):
+    """eval_every = 2: epochs 1 and 3 have no score (NaN); best.pt is a validated epoch."""
+    result = train(write_config(tmp_path / "run.toml", dataset, epochs=4, eval_every=2), tmp_path / "run",
+                   progress=False)
+    scores = {int(row["epoch"]): row["val_pearson_mean"] for row in result.history}
+    assert np.isnan(scores[1]) and np.isnan(scores[3]) and np.isfinite(scores[2]) and np.isfinite(scores[4])
+    assert result.best_epoch == max((2, 4), key=scores.get) and result.best_score == scores[result.best_epoch]
+    assert read_checkpoint(tmp_path / "run" / BEST_CHECKPOINT)["epoch"] == result.best_epoch
+
+
+def test_run_without_a_finite_validation_score_fails(tmp_path, finished_run):
+    """Validation configurations without loss particles (type A) score NaN at every epoch: the run
+    fails naming the run directory, keeps last.pt, and leaves no best.pt (not even the one of
+    the run it replaced)."""
+    probe = write_dataset(tmp_path / "probe")
+    unscorable = set(validation_indices(probe, tmp_path))
+
+    def only_type_b(index: int, fields: Configuration) -> Configuration:
+        return {**fields, "types": np.ones(N_PARTICLES, dtype=np.int64)} if index in unscorable else fields
+
+    dataset = write_dataset(tmp_path / "dataset", only_type_b)
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    with pytest.raises(EquiglassError, match="never gave a finite score") as error:
+        train(write_config(tmp_path / "run.toml", dataset, epochs=2), run_dir, resume=False, progress=False)
+    assert error.value.path == run_dir
+    assert not (run_dir / BEST_CHECKPOINT).exists()
+    assert read_checkpoint(run_dir / LAST_CHECKPOINT)["epoch"] == 2
+
+
+def test_resumed_run_with_a_nan_best_score_finds_a_finite_best(tmp_path, finished_run, dataset):
+    """A last.pt written before NaN was never best (best: epoch 1, NaN) resumes with no best yet."""
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    content = torch.load(run_dir / LAST_CHECKPOINT, weights_only=True)
+    torch.save({**content, "best_score": float("nan")}, run_dir / LAST_CHECKPOINT)
+    result = train(write_config(tmp_path / "run.toml", dataset), run_dir, epochs=2, progress=False)
+    assert result.resumed_from == 1 and result.best_epoch == 2 and np.isfinite(result.best_score)
+    assert read_checkpoint(run_dir / BEST_CHECKPOINT)["epoch"] == 2
+
+
+# ------------------------------------------------------------------ old files kept until replaced
+
+
+def test_no_resume_with_a_bad_dataset_keeps_the_old_run(tmp_path, finished_run, dataset):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    before = file_bytes(run_dir)
+    config = write_config(tmp_path / "run.toml", tmp_path / "missing-dataset")
+    assert main(["train", str(config), "--run-dir", str(run_dir), "--no-resume"]) == 2
+    assert file_bytes(run_dir) == before
+
+
+def test_best_without_last_survives_a_failed_start(tmp_path, finished_run):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    (run_dir / LAST_CHECKPOINT).unlink()
+    best = (run_dir / BEST_CHECKPOINT).read_bytes()
+    with pytest.raises(DataError):
+        train(write_config(tmp_path / "run.toml", tmp_path / "missing-dataset"), run_dir, progress=False)
+    assert (run_dir / BEST_CHECKPOINT).read_bytes() == best
+
+
+# ------------------------------------------------------------------ divergence
+
+
+def test_divergence_fails_with_exit_2(tmp_path, dataset, capsys):
+    """lr = 1e6 diverges: an error naming the run directory and the epoch, not a finished run."""
+    run_dir = tmp_path / "run"
+    config = write_config(tmp_path / "run.toml", dataset, epochs=3, lr=1e6, schedule="none")
+    assert main(["train", str(config), "--run-dir", str(run_dir)]) == 2
+    assert f"error: {run_dir}: training diverged at epoch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("corrupted_step", [1, 6], ids=["loss", "parameters"])
+def test_divergence_keeps_the_previous_epochs_last_checkpoint(tmp_path, dataset, monkeypatch, corrupted_step):
+    """A parameter made infinite at step ``corrupted_step`` of epoch 2 (6 steps an epoch): the loss of the
+    next step (or the parameter check at the end of the epoch) stops the run; last.pt of epoch 1 stays."""
+    real_step = equiglass.training.loop.take_step
+    real_save = equiglass.training.progress.save_checkpoint
+    steps, saved = [], {}
+
+    def step_then_corrupt(forward, batch, objective, optimiser, scaler, **options):
+        loss = real_step(forward, batch, objective, optimiser, scaler, **options)
+        steps.append(loss)
+        if len(steps) == 6 + corrupted_step:
+            with torch.no_grad():
+                optimiser.param_groups[0]["params"][0].fill_(torch.inf)
+        return loss
+
+    def save_and_keep(path, **kwargs):
+        written = real_save(path, **kwargs)
+        saved[kwargs["extra"]["epoch"], Path(path).name] = Path(path).read_bytes()
+        return written
+
+    monkeypatch.setattr(equiglass.training.loop, "take_step", step_then_corrupt)
+    monkeypatch.setattr(equiglass.training.progress, "save_checkpoint", save_and_keep)
+    run_dir = tmp_path / "run"
+    where = "epoch 2, step 8 of 18: the loss is nan" if corrupted_step == 1 else "epoch 2, after its last step"
+    with pytest.raises(EquiglassError, match=f"training diverged at {where}"):
+        train(write_config(tmp_path / "run.toml", dataset, epochs=3), run_dir, progress=False)
+    assert (run_dir / LAST_CHECKPOINT).read_bytes() == saved[1, LAST_CHECKPOINT]
+    assert {epoch for epoch, _ in saved} == {1}
+
+
+# ------------------------------------------------------------------ targets beyond float32
+
+
+def test_targets_beyond_float32_are_refused(tmp_path):
+    """A propensity above float32's range in a validation configuration would silently become inf."""
+    probe = write_dataset(tmp_path / "probe")
+    huge = validation_indices(probe, tmp_path)[0]
+
+    def overflow(index: int, fields: Configuration) -> Configuration:
+        if index != huge:
+            return fields
+        propensity = fields["propensity"].copy()
+        propensity[0, 0] = 1e39
+        return {**fields, "propensity": propensity}
+
+    dataset = write_dataset(tmp_path / "dataset", overflow)
+    with pytest.raises(DataError, match="float32") as error:
+        train(write_config(tmp_path / "run.toml", dataset), tmp_path / "run", progress=False)
+    assert error.value.path == dataset / configuration_filename(huge)
+    assert not (tmp_path / "run" / LAST_CHECKPOINT).exists()
