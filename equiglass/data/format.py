@@ -14,6 +14,10 @@ Every writer goes through a temporary file and an atomic rename, so an
 interrupted run never leaves a half-written file under its final name, and
 every reader validates what it reads and raises :class:`~equiglass.errors.DataError`
 naming the file and the problem. No pickles: ``np.load(..., allow_pickle=False)``.
+
+A configuration entry may be a symbolic link (say to a file shared by several datasets): it
+is read like a file, and never written through: a writer replaces the link itself with the
+new file (the rename acts on the name), leaving the file it pointed to unchanged.
 """
 
 from __future__ import annotations

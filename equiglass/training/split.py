@@ -1,20 +1,27 @@
 """The split of a run: which configurations train and validate, and their graphs.
 
 The graphs hold the propensity in float32: a dataset whose propensities exceed float32's
-range (they would become inf) is refused when the split opens its graphs.
+range (they would become inf) is refused when the split opens its graphs. A training or
+validation configuration without any particle of the loss types (``[data] particle_types``)
+that has a target contributes nothing to the loss or to the validation score: it is left out
+of the split, and a warning names its file.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from equiglass.data.geometry import particles_of_types
 from equiglass.data.graphs import PropensityDataset
 from equiglass.errors import ConfigError, DataError, EquiglassError
 from equiglass.training.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,24 +47,47 @@ def split_graphs(config: RunConfig, dataset: Any) -> Split:
     if len(indices["train"]) == 0 or len(indices["validation"]) == 0:
         raise ConfigError(config.path, f"[data] split {list(config.data.split)} of {len(dataset)} configurations "
                                      "leaves no training or no validation configuration")
-    graphs = {
-        name: PropensityDataset(
-            dataset,
-            cutoff=config.data.cutoff,
-            positions=config.data.positions,
-            with_potential_energy=config.data.with_potential_energy,
-            indices=indices[name],
-        )
-        for name in ("train", "validation")
-    }
-    for part in graphs.values():
+    graphs = {name: _graphs(config, dataset, indices[name]) for name in ("train", "validation")}
+    for name, part in graphs.items():
         try:
             _check_float32_targets(part)
         except EquiglassError:
             raise
         except ValueError as error:  # from the graphs: a cutoff the boxes cannot hold
             raise ConfigError(config.path, f"[data] cutoff: {error}") from None
+        kept = _with_loss_particles(part, config.data.particle_types, name)
+        if len(kept) == 0:
+            raise DataError(dataset.directory, f"no {name} configuration has a particle of the loss types "
+                                               f"{list(config.data.particle_types)} with a target")
+        if len(kept) < len(part.indices):
+            indices[name] = kept
+            graphs[name] = _graphs(config, dataset, kept)
     return Split(indices, graphs["train"], graphs["validation"])
+
+
+def _graphs(config: RunConfig, dataset: Any, indices: np.ndarray) -> PropensityDataset:
+    """The graphs of configurations ``indices`` as ``[data]`` says."""
+    return PropensityDataset(
+        dataset,
+        cutoff=config.data.cutoff,
+        positions=config.data.positions,
+        with_potential_energy=config.data.with_potential_energy,
+        indices=indices,
+    )
+
+
+def _with_loss_particles(graphs: PropensityDataset, particle_types: tuple[int, ...], part: str) -> np.ndarray:
+    """The configuration indices of ``graphs`` with at least one particle of ``particle_types``
+    that has a target; a warning names the file of every other one."""
+    kept = []
+    for item, index in enumerate(graphs.indices):
+        data = graphs[item]
+        if bool((particles_of_types(data.types, particle_types)[:, None] & data.target_mask).any()):
+            kept.append(index)
+        else:
+            log.warning("%s: no particle of the loss types %s has a target: left out of the %s configurations "
+                        "(it would contribute nothing)", graphs.dataset.files[int(index)], list(particle_types), part)
+    return np.asarray(kept, dtype=np.int64)
 
 
 def _check_float32_targets(graphs: PropensityDataset) -> None:

@@ -92,6 +92,21 @@ def test_round_trip(dataset_dir: Path) -> None:
         assert set(archive.files) == set(FIELDS)
 
 
+def test_a_symlinked_configuration_is_read_and_never_written_through(dataset_dir: Path, tmp_path: Path) -> None:
+    """An entry that links to a file outside the dataset is read like a file; writing the entry
+    replaces the link, and the file it pointed to keeps its bytes."""
+    outside = tmp_path / "shared" / "configuration.npz"
+    write_configuration(outside, configuration(7))
+    original = outside.read_bytes()
+    entry = dataset_dir / configuration_filename(1)
+    entry.unlink()
+    entry.symlink_to(outside)
+    np.testing.assert_array_equal(load_dataset(dataset_dir).read(1)["positions"], configuration(7)["positions"])
+    write_configuration(entry, configuration(1))
+    assert not entry.is_symlink() and outside.read_bytes() == original
+    np.testing.assert_array_equal(load_dataset(dataset_dir).read(1)["positions"], configuration(1)["positions"])
+
+
 def test_absent_fields(tmp_path: Path) -> None:
     fields = {name: array for name, array in configuration().items() if name not in OPTIONAL_FIELDS}
     with pytest.raises(DataError, match="missing fields"):

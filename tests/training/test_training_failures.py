@@ -8,6 +8,7 @@ neighbour count) written with the package's own writers, a tiny model and one th
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -144,16 +145,16 @@ def test_unvalidated_epochs_are_never_best(tmp_path, dataset):
 
 
 def test_run_without_a_finite_validation_score_fails(tmp_path, finished_run):
-    """Validation configurations without loss particles (type A) score NaN at every epoch: the run
-    fails naming the run directory, keeps last.pt, and leaves no best.pt (not even the one of
-    the run it replaced)."""
+    """Validation configurations whose targets are constant score NaN (an undefined Pearson) at
+    every epoch: the run fails naming the run directory, keeps last.pt, and leaves no best.pt
+    (not even the one of the run it replaced)."""
     probe = write_dataset(tmp_path / "probe")
     unscorable = set(validation_indices(probe, tmp_path))
 
-    def only_type_b(index: int, fields: Configuration) -> Configuration:
-        return {**fields, "types": np.ones(N_PARTICLES, dtype=np.int64)} if index in unscorable else fields
+    def constant_targets(index: int, fields: Configuration) -> Configuration:
+        return {**fields, "propensity": np.ones_like(fields["propensity"])} if index in unscorable else fields
 
-    dataset = write_dataset(tmp_path / "dataset", only_type_b)
+    dataset = write_dataset(tmp_path / "dataset", constant_targets)
     run_dir = copy_run(finished_run, tmp_path / "run")
     with pytest.raises(EquiglassError, match="never gave a finite score") as error:
         train(write_config(tmp_path / "run.toml", dataset, epochs=2), run_dir, resume=False, progress=False)
@@ -254,3 +255,36 @@ def test_targets_beyond_float32_are_refused(tmp_path):
         train(write_config(tmp_path / "run.toml", dataset), tmp_path / "run", progress=False)
     assert error.value.path == dataset / configuration_filename(huge)
     assert not (tmp_path / "run" / LAST_CHECKPOINT).exists()
+
+
+# ------------------------------------------------------------------ configurations without loss particles
+
+
+def only_type_b(indices: set[int]) -> Callable[[int, Configuration], Configuration]:
+    """A :func:`write_dataset` change making configurations ``indices`` all type B."""
+    def change(index: int, fields: Configuration) -> Configuration:
+        return {**fields, "types": np.ones(N_PARTICLES, dtype=np.int64)} if index in indices else fields
+    return change
+
+
+def test_a_configuration_without_loss_particles_is_left_out_and_named(tmp_path, caplog):
+    """A training configuration with no particle of the loss types (A) would contribute nothing
+    to the loss: it is left out of the split (run.json says so) and a warning names its file."""
+    probe = write_dataset(tmp_path / "probe")
+    config = load_config(write_config(tmp_path / "probe.toml", probe))
+    lonely = int(config.split_of(N_CONFIGURATIONS)["train"][0])
+    dataset = write_dataset(tmp_path / "dataset", only_type_b({lonely}))
+    with caplog.at_level("WARNING", logger="equiglass.training.split"):
+        result = train(write_config(tmp_path / "run.toml", dataset), tmp_path / "run", progress=False)
+    assert configuration_filename(lonely) in caplog.text and "left out of the train" in caplog.text
+    assert np.isfinite(result.history[-1]["train_loss"])
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert lonely not in record["split"]["train"] and len(record["split"]["train"]) == 5
+
+
+def test_validation_without_any_loss_particle_is_refused(tmp_path):
+    probe = write_dataset(tmp_path / "probe")
+    dataset = write_dataset(tmp_path / "dataset", only_type_b(set(validation_indices(probe, tmp_path))))
+    with pytest.raises(DataError, match="no validation configuration has a particle of the loss types") as error:
+        train(write_config(tmp_path / "run.toml", dataset), tmp_path / "run", progress=False)
+    assert error.value.path == dataset
