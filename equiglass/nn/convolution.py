@@ -162,6 +162,11 @@ class EquivariantConvolution(nn.Module):
             [num_basis, *radial_hidden, self.tensor_product.weight_numel], nn.functional.silu
         )
         self.linear_out = o3.Linear(irreps_mid.simplify(), self.irreps_out)
+        self.build_backend()
+
+    def build_backend(self) -> None:
+        """Build what the implementation needs beyond the shared parts (called last by
+        ``__init__``; e3nn's module, shared by all, needs nothing more)."""
 
     def forward(
         self,
@@ -240,16 +245,8 @@ class FusedConvolution(EquivariantConvolution):
     are in the dtype of ``x``.
     """
 
-    def __init__(
-        self,
-        irreps_in: o3.Irreps | str,
-        irreps_sh: o3.Irreps | str,
-        irreps_out: o3.Irreps | str,
-        num_basis: int,
-        radial_hidden: tuple[int, ...],
-        avg_num_neighbours: float,
-    ) -> None:
-        super().__init__(irreps_in, irreps_sh, irreps_out, num_basis, radial_hidden, avg_num_neighbours)
+    def build_backend(self) -> None:
+        """The couplings and path layout of the fused products."""
         irreps_mid = self.tensor_product.irreps_out
         # per path: its input irrep, (l1, l2, l3), output slot and path weight
         order = lambda irreps, index: irreps[index].ir.l  # noqa: E731
@@ -312,16 +309,8 @@ class CuEquivarianceConvolution(EquivariantConvolution):
     in the dtype of ``x`` (no autocast).
     """
 
-    def __init__(
-        self,
-        irreps_in: o3.Irreps | str,
-        irreps_sh: o3.Irreps | str,
-        irreps_out: o3.Irreps | str,
-        num_basis: int,
-        radial_hidden: tuple[int, ...],
-        avg_num_neighbours: float,
-    ) -> None:
-        super().__init__(irreps_in, irreps_sh, irreps_out, num_basis, radial_hidden, avg_num_neighbours)
+    def build_backend(self) -> None:
+        """NVIDIA's module for this convolution's tensor product."""
         self.cuequivariance = CuEquivarianceTensorProduct(self.tensor_product)
 
     def message_sum(
