@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import ABSENT, DENSITY, N_PARTICLES, TIMES, synthetic_configuration
-
-from equiglass.data.format import configuration_filename, write_configuration, write_manifest
+from factories import write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +40,4 @@ def float64_default() -> Iterator[None]:
 def dataset(tmp_path_factory) -> Path:
     """Eight synthetic configurations of 300 particles, three times (see
     :func:`factories.synthetic_configuration`): a dataset directory, one per test module."""
-    directory = tmp_path_factory.mktemp("dataset")
-    entries = []
-    for index in range(8):
-        name = configuration_filename(index)
-        write_configuration(directory / name, synthetic_configuration(index), n_particles=N_PARTICLES,
-                            density=DENSITY, times=TIMES, absent=ABSENT)
-        entries.append({"file": name})
-    write_manifest(directory, {
-        "source": "test", "n_particles": N_PARTICLES, "density": DENSITY, "temperature": 0.5,
-        "times": TIMES.tolist(), "configurations": entries, "absent_fields": list(ABSENT),
-        "propensity_definition": "synthetic",
-    })
-    return directory
+    return write_dataset(tmp_path_factory.mktemp("dataset"))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from equiglass.data.format import configuration_filename, write_configuration, write_manifest
 from equiglass.data.graphs import neighbour_list
 from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
 from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
@@ -74,6 +75,29 @@ def synthetic_configuration(seed: int) -> dict[str, np.ndarray]:
         "propensity": propensity,
         "potential_energy": rng.normal(-6.5, 0.2, N_PARTICLES) - 0.5 * z,
     }
+
+
+def write_dataset(
+    directory: Path,
+    n_configurations: int = 8,
+    change: Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+) -> Path:
+    """A dataset of ``n_configurations`` :func:`synthetic_configuration` s in ``directory``,
+    configuration ``k`` passed through ``change(k, fields)`` when given."""
+    entries = []
+    for index in range(n_configurations):
+        fields = synthetic_configuration(index)
+        fields = fields if change is None else change(index, fields)
+        name = configuration_filename(index)
+        write_configuration(directory / name, fields, n_particles=N_PARTICLES, density=DENSITY, times=TIMES,
+                            absent=ABSENT)
+        entries.append({"file": name})
+    write_manifest(directory, {
+        "source": "test", "n_particles": N_PARTICLES, "density": DENSITY, "temperature": 0.5,
+        "times": TIMES.tolist(), "configurations": entries, "absent_fields": list(ABSENT),
+        "propensity_definition": "synthetic",
+    })
+    return directory
 
 
 def write_config(

@@ -2,38 +2,34 @@
 a run directory's old files kept until the new run replaces them, divergence, and targets
 beyond float32.
 
-Every run uses a tiny synthetic dataset (propensity a function of each particle's
-neighbour count) written with the package's own writers, a tiny model and one thread.
+Every run uses the suite's synthetic dataset (factories.write_dataset; the module-scoped
+``dataset`` fixture of conftest.py), a tiny model and one thread.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from factories import N_PARTICLES, write_dataset
 
 import equiglass.training.loop
 import equiglass.training.progress
 from equiglass.cli import main
-from equiglass.data.format import configuration_filename, write_configuration, write_manifest
-from equiglass.data.graphs import neighbour_list
+from equiglass.data.format import configuration_filename
 from equiglass.errors import DataError, EquiglassError
 from equiglass.training.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint
 from equiglass.training.config import load_config, to_toml
 from equiglass.training.loop import train
 from equiglass.training.rundir import METRICS_CSV
 
-DENSITY = 1.2
-TIMES = np.array([0.1, 1.0])
-N_PARTICLES = 150  # box 5.0: above 2 x the graphs' cutoff of 2.0
 N_CONFIGURATIONS = 8
-ABSENT = ("is_positions", "potential_energy", "is_potential_energy", "msd", "self_intermediate_scattering")
 #: A tiny equivariant model (scalars only: the fastest).
 MODEL = {"kind": "equivariant", "l_max": 0, "channels": 4, "n_layers": 2, "num_basis": 4,
          "radial_hidden": [8], "decoder_hidden": [16]}
@@ -42,49 +38,7 @@ RUN_FILES = (BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_CSV)
 
 Configuration = dict[str, np.ndarray]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """One torch CPU thread for every test of the module (training sets it from the config anyway)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def configuration(seed: int) -> Configuration:
-    """Random positions at density 1.2; propensity = a decreasing function of the neighbour count within 1.3."""
-    rng = np.random.default_rng(seed)
-    box = np.full(3, (N_PARTICLES / DENSITY) ** (1 / 3))
-    positions = rng.uniform(0, box, (N_PARTICLES, 3))
-    edge_index, _ = neighbour_list(positions, box, 1.3)
-    count = np.bincount(edge_index[1].numpy(), minlength=N_PARTICLES).astype(np.float64)
-    mobility = 0.2 + 1.0 / (1.0 + np.exp((count - count.mean()) / count.std()))
-    return {
-        "positions": positions,
-        "types": (rng.random(N_PARTICLES) < 0.2).astype(np.int64),
-        "box": box,
-        "times": TIMES,
-        "propensity": np.stack([(1 + k) * mobility for k in range(len(TIMES))]),
-    }
-
-
-def write_dataset(directory: Path, change: Callable[[int, Configuration], Configuration] | None = None) -> Path:
-    """A dataset of :data:`N_CONFIGURATIONS` configurations in ``directory``, configuration ``k`` passed through ``change(k, fields)``."""
-    entries = []
-    for index in range(N_CONFIGURATIONS):
-        fields = configuration(index)
-        fields = fields if change is None else change(index, fields)
-        name = configuration_filename(index)
-        write_configuration(directory / name, fields, n_particles=N_PARTICLES, density=DENSITY, times=TIMES,
-                            absent=ABSENT)
-        entries.append({"file": name})
-    write_manifest(directory, {
-        "source": "test", "n_particles": N_PARTICLES, "density": DENSITY, "temperature": 0.5,
-        "times": TIMES.tolist(), "configurations": entries, "absent_fields": list(ABSENT),
-        "propensity_definition": "synthetic",
-    })
-    return directory
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_config(path: Path, dataset: Path, **train: Any) -> Path:
@@ -107,12 +61,6 @@ def validation_indices(dataset: Path, tmp_path: Path) -> list[int]:
 def file_bytes(run_dir: Path) -> dict[str, bytes]:
     """The content of the run directory's :data:`RUN_FILES`."""
     return {name: (run_dir / name).read_bytes() for name in RUN_FILES}
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """The synthetic dataset."""
-    return write_dataset(tmp_path_factory.mktemp("dataset"))
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +102,7 @@ def test_run_without_a_finite_validation_score_fails(tmp_path, finished_run):
     def constant_targets(index: int, fields: Configuration) -> Configuration:
         return {**fields, "propensity": np.ones_like(fields["propensity"])} if index in unscorable else fields
 
-    dataset = write_dataset(tmp_path / "dataset", constant_targets)
+    dataset = write_dataset(tmp_path / "dataset", change=constant_targets)
     run_dir = copy_run(finished_run, tmp_path / "run")
     with pytest.raises(EquiglassError, match="never gave a finite score") as error:
         train(write_config(tmp_path / "run.toml", dataset, epochs=2), run_dir, resume=False, progress=False)
@@ -250,7 +198,7 @@ def test_targets_beyond_float32_are_refused(tmp_path):
         propensity[0, 0] = 1e39
         return {**fields, "propensity": propensity}
 
-    dataset = write_dataset(tmp_path / "dataset", overflow)
+    dataset = write_dataset(tmp_path / "dataset", change=overflow)
     with pytest.raises(DataError, match="float32") as error:
         train(write_config(tmp_path / "run.toml", dataset), tmp_path / "run", progress=False)
     assert error.value.path == dataset / configuration_filename(huge)
@@ -273,7 +221,7 @@ def test_a_configuration_without_loss_particles_is_left_out_and_named(tmp_path, 
     probe = write_dataset(tmp_path / "probe")
     config = load_config(write_config(tmp_path / "probe.toml", probe))
     lonely = int(config.split_of(N_CONFIGURATIONS)["train"][0])
-    dataset = write_dataset(tmp_path / "dataset", only_type_b({lonely}))
+    dataset = write_dataset(tmp_path / "dataset", change=only_type_b({lonely}))
     with caplog.at_level("WARNING", logger="equiglass.training.split"):
         result = train(write_config(tmp_path / "run.toml", dataset), tmp_path / "run", progress=False)
     assert configuration_filename(lonely) in caplog.text and "left out of the train" in caplog.text
@@ -284,7 +232,7 @@ def test_a_configuration_without_loss_particles_is_left_out_and_named(tmp_path, 
 
 def test_validation_without_any_loss_particle_is_refused(tmp_path):
     probe = write_dataset(tmp_path / "probe")
-    dataset = write_dataset(tmp_path / "dataset", only_type_b(set(validation_indices(probe, tmp_path))))
+    dataset = write_dataset(tmp_path / "dataset", change=only_type_b(set(validation_indices(probe, tmp_path))))
     with pytest.raises(DataError, match="no validation configuration has a particle of the loss types") as error:
         train(write_config(tmp_path / "run.toml", dataset), tmp_path / "run", progress=False)
     assert error.value.path == dataset
