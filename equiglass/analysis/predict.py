@@ -22,7 +22,6 @@ checkpoint or dataset, or of unknown origin, are refused (``--overwrite`` recomp
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -32,7 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from equiglass.data.format import MANIFEST_NAME, OPTIONAL_FIELDS, atomic_write, load_dataset, read_configuration
+from equiglass.data.format import (
+    MANIFEST_NAME,
+    OPTIONAL_FIELDS,
+    atomic_write,
+    file_sha256,
+    load_dataset,
+    read_configuration,
+)
 from equiglass.data.graphs import configuration_graph
 from equiglass.errors import CheckpointError, DataError
 from equiglass.training.checkpoint import TrainedModel, checkpoint_path, load_checkpoint
@@ -168,9 +174,9 @@ def provenance(checkpoint: str | Path, source: str | Path) -> dict[str, str]:
     identity = source / MANIFEST_NAME if source.is_dir() else source
     return {
         "checkpoint": str(path.resolve()),
-        "checkpoint_sha256": _sha256(path),
+        "checkpoint_sha256": file_sha256(path),
         "dataset": str(source.resolve()),
-        "dataset_sha256": _sha256(identity),
+        "dataset_sha256": file_sha256(identity),
     }
 
 
@@ -225,11 +231,3 @@ def write_provenance(out: Path, record: Mapping[str, str]) -> None:
     if read_provenance(out) != record:
         atomic_write(out / PROVENANCE_NAME, lambda stream: json.dump(dict(record), stream, indent=2), binary=False)
 
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

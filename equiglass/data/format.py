@@ -22,6 +22,7 @@ new file (the rename acts on the name), leaving the file it pointed to unchanged
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -65,6 +66,16 @@ OPTIONAL_FIELDS = tuple(name for name in FIELDS if name not in REQUIRED_FIELDS)
 
 #: Relative tolerance when checking a box against N / density.
 DENSITY_TOLERANCE = 1e-3
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (what identifies a manifest, a
+    configuration or a checkpoint in run and prediction records)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def configuration_filename(index: int) -> str:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from equiglass import __version__
-from equiglass.data.format import MANIFEST_NAME, atomic_write
+from equiglass.data.format import MANIFEST_NAME, atomic_write, file_sha256
 from equiglass.errors import ConfigError
 from equiglass.metrics import PER_CONFIGURATION
 from equiglass.training.checkpoint import LAST_CHECKPOINT, read_resume_checkpoint
@@ -107,7 +106,7 @@ def run_record(
         },
         "dataset": str(dataset.resolve()),
         "manifest": str((dataset / MANIFEST_NAME).resolve()),
-        "manifest_sha256": hashlib.sha256((dataset / MANIFEST_NAME).read_bytes()).hexdigest(),
+        "manifest_sha256": file_sha256(dataset / MANIFEST_NAME),
         "split": {name: indices.tolist() for name, indices in split.items()},
         "model_kind": config.kind,
         "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
