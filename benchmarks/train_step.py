@@ -24,11 +24,23 @@ Headline keys of the JSON written to benchmarks/results/train_step-<device>[-<te
 * ``graph_and_loading_fraction``: uncached loading / (uncached loading + training step) of
   ``equivariant_matched`` at the smallest batch size (loading and steps timed separately).
 
+Roofline (``roofline`` of each model, smallest batch size): the matrix-product FLOPs of one
+training step and of one inference call as ``torch.profiler`` counts them (``with_flops``: mm,
+bmm, addmm, matmul, convolutions; element-wise work is not counted), the bytes the call's
+operators allocate (``profile_memory``: every tensor an operator writes is allocated, so this
+is a lower bound on the memory traffic) with the five largest allocators, the achieved
+GFLOP/s (counted FLOPs over the measured median time), arithmetic intensity (FLOPs per
+allocated byte) and, measured in the same process just before, the rate of a fixed
+2048 x 2048 x 2048 float32 matrix product on the same threads and device. The ratio
+``fraction_of_matmul_rate`` says how close a model runs to what this machine's matrix
+units can do, and is comparable across machines where absolute times are not.
+
     python benchmarks/train_step.py --quick          # equivariant_matched and bapst, batch 1, one repeat
     python benchmarks/train_step.py                  # every model, batch sizes 1 2 4 8, up to 3 repeats
     python benchmarks/train_step.py --tensor-product e3nn   # the plain e3nn tensor product
     python benchmarks/train_step.py --tensor-product cuequivariance   # NVIDIA's kernels (on a GPU)
     python benchmarks/train_step.py --quick --profile       # also a torch.profiler table of one equivariant step
+    python benchmarks/train_step.py --models equivariant bapst --batch-sizes 1   # the roofline of the issue's step
     python benchmarks/train_step.py --compile --models equivariant bapst --batch-sizes 1   # torch.compile
 """
 
@@ -184,8 +196,68 @@ def benchmark_model(
         row["load_average_1_5_15"] = load_average()
         rows.append(row)
         print(f"{name:>20} {batch_size:>5} {format_point(row['train'])} {format_point(row['inference'])}", flush=True)
+    first = rows[0]
+    measured = {phase: first[phase]["seconds"] for phase in phases if "seconds" in first[phase]}
+    calls = {}
+    for phase, (train, call) in phases.items():
+        if phase in measured:
+            calls[phase] = functools.partial(_in_mode, model, train, call, to_batch(graphs[:first["batch_size"]], device))
+    line = roofline(calls, measured, device)
+    print(f"{name:>20} roofline: matmul reference {line['matmul_reference_gflops']:.0f} GFLOP/s; " + "; ".join(
+        f"{phase} {line[phase]['flops'] / 1e9:.1f} GFLOP, {line[phase]['allocated_bytes'] / 2**30:.1f} GiB allocated, "
+        f"{line[phase]['achieved_gflops']:.1f} GFLOP/s = {line[phase]['fraction_of_matmul_rate']:.3f} of it"
+        for phase in calls), flush=True)
     return {"parameters": sum(p.numel() for p in model.parameters() if p.requires_grad), "config": repr(model.config),
-            "warmup_s": warmup_s, "results": rows}
+            "warmup_s": warmup_s, "results": rows, "roofline": line}
+
+
+def _in_mode(model: nn.Module, train: bool, call: Any, batch: Any) -> None:
+    """``call(batch)`` with ``model`` in training (``train``) or eval mode."""
+    model.train(train)
+    call(batch)
+
+
+def matmul_rate_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a ``size``³ float32 matrix product on ``device`` (best of ``repeats`` after a warm-up):
+    the reference rate of the roofline."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    seconds = min(measure(lambda: a @ b, device, repeats + 1, math.inf)[1:])
+    return 2.0 * size**3 / seconds / 1e9
+
+
+def counted_work(call: Any, device: torch.device) -> dict[str, Any]:
+    """FLOPs (matrix products, as ``torch.profiler`` counts them) and bytes allocated by the
+    operators of one ``call()``, with the five operators that allocate most."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, with_flops=True, profile_memory=True) as profiler:
+        call()
+        synchronize(device)
+    events = profiler.key_averages()
+    memory = "self_device_memory_usage" if device.type == "cuda" else "self_cpu_memory_usage"
+    allocated = {event.key: max(getattr(event, memory), 0) for event in events}
+    largest = sorted(allocated.items(), key=lambda item: -item[1])[:5]
+    return {
+        "flops": int(sum(event.flops for event in events)),
+        "allocated_bytes": int(sum(allocated.values())),
+        "largest_allocators_bytes": dict(largest),
+    }
+
+
+def roofline(calls: dict[str, Any], seconds: dict[str, float], device: torch.device) -> dict[str, Any]:
+    """The roofline figures (see the module docstring) of each phase's ``calls[phase]()``, whose
+    measured median time is ``seconds[phase]``."""
+    reference = matmul_rate_gflops(device)
+    out: dict[str, Any] = {"matmul_reference_gflops": reference}
+    for phase, call in calls.items():
+        work = counted_work(call, device)
+        achieved = work["flops"] / seconds[phase] / 1e9
+        out[phase] = work | {
+            "seconds": seconds[phase],
+            "achieved_gflops": achieved,
+            "fraction_of_matmul_rate": achieved / reference,
+            "flops_per_allocated_byte": work["flops"] / max(work["allocated_bytes"], 1),
+        }
+    return out
 
 
 def format_point(point: dict[str, Any]) -> str:
