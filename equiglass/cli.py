@@ -165,6 +165,118 @@ def _run_export_bapst(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ Shiba et al. (2023) and GlassBench files
+
+
+def _times(text: str) -> list[float]:
+    """Parse a comma-separated list of time points, e.g. ``0.13,1.3,13``."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+_TIMES_HELP = (
+    "the temperature's full time table, comma-separated (GlassBench's KA_results/times_<T>.dat); "
+    "default: the bundled table, T = 0.44 only"
+)
+
+
+def _register_convert_shiba(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert-shiba",
+        help="convert Shiba et al. (2023) iso-configurational files into an equiglass dataset",
+        description=(
+            "Convert isoconfig_N{N}T{T}_{i}_tc{XX}.npz files: the files of configuration i (one per time index) "
+            "become one configuration with propensity, MSD, split-half propensities and F_s. "
+            "Rerunning the same command resumes."
+        ),
+    )
+    parser.add_argument("src", nargs="+", help="Shiba files, directories of them, or glob patterns (quoted)")
+    parser.add_argument("dest", type=Path, help="dataset directory (created if needed)")
+    parser.add_argument("--times", type=_times, default=None, metavar="T1,T2,...", help=_TIMES_HELP)
+    parser.set_defaults(run=_run_convert_shiba)
+
+
+def _run_convert_shiba(args: argparse.Namespace) -> int:
+    from equiglass.data.format import load_dataset
+    from equiglass.data.shiba import convert_shiba
+
+    dest = convert_shiba(args.src, args.dest, times=args.times, command=args.command)
+    print(f"{dest}: {len(load_dataset(dest))} configurations")
+    return 0
+
+
+def _register_convert_glassbench(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert-glassbench",
+        help="convert one temperature and split of GlassBench's KA 3D files into an equiglass dataset",
+        description=(
+            "Convert ROOT/T{T}/{train,test}/N4096T{T}_{i}.npz: propensity, bond-breaking, inherent and cage "
+            "positions, and (test files) the published models' predictions and descriptors. "
+            "Rerunning the same command resumes."
+        ),
+    )
+    parser.add_argument("root", type=Path, help="GlassBench's KA_models directory (holding T0.44/ ...)")
+    parser.add_argument("dest", type=Path, help="dataset directory (created if needed)")
+    parser.add_argument("--temperature", type=float, required=True, help="e.g. 0.44")
+    parser.add_argument("--split", choices=("train", "test"), required=True)
+    parser.add_argument("--times", type=_times, default=None, metavar="T1,T2,...", help=_TIMES_HELP)
+    parser.set_defaults(run=_run_convert_glassbench)
+
+
+def _run_convert_glassbench(args: argparse.Namespace) -> int:
+    from equiglass.data.format import load_dataset
+    from equiglass.data.glassbench import convert_glassbench
+
+    dest = convert_glassbench(
+        args.root, args.dest, temperature=args.temperature, split=args.split, times=args.times, command=args.command
+    )
+    print(f"{dest}: {len(load_dataset(dest))} configurations")
+    return 0
+
+
+# ------------------------------------------------------------------ import
+
+
+def _register_import(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "import",
+        help="make a dataset from LAMMPS dumps, extended XYZ or any file ASE reads",
+        description=(
+            "Read configurations with ASE (orthorhombic periodic boxes). Without --replicas every frame of every "
+            "file is a configuration of a prediction-only dataset (no propensity). With --replicas each SRC (a "
+            "directory or quoted glob) is one configuration whose files are replica trajectories from the same "
+            "frame 0: propensity, msd and propensity_halves are computed as equiglass generate does, unwrapping "
+            "with image flags where the dump has them, else by minimum displacement (see equiglass.data.ase_io)."
+        ),
+    )
+    parser.add_argument("src", nargs="+", help="files, directories or glob patterns (quoted)")
+    parser.add_argument("dest", type=Path, help="new dataset directory (must not exist, or be empty)")
+    parser.add_argument("--temperature", type=float, required=True, help="temperature of the configurations (LJ units)")
+    parser.add_argument("--types", default=None, metavar="NAME=INDEX,...",
+                        help="particle type names (LAMMPS types or species) -> 0 (A) or 1 (B) (default: 1=0,2=1)")
+    parser.add_argument("--box", default=None, metavar="LX,LY,LZ", help="box sides, for files without a cell")
+    parser.add_argument("--replicas", action="store_true", help="each SRC holds one configuration's replica trajectories")
+    parser.add_argument("--timestep", type=float, default=None,
+                        help="MD time step (LJ units) turning a LAMMPS dump's time steps into times")
+    parser.set_defaults(run=_run_import)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from equiglass.data.ase_io import import_configurations, parse_box, parse_type_map
+    from equiglass.data.format import load_dataset
+
+    dest = import_configurations(args.src, args.dest, temperature=args.temperature, replicas=args.replicas,
+                                 type_map=None if args.types is None else parse_type_map(args.types),
+                                 box=None if args.box is None else parse_box(args.box),
+                                 timestep=args.timestep, command=args.command)
+    dataset = load_dataset(dest)
+    kind = f"{dataset.times.size} times" if dataset.has_targets else "prediction-only"
+    print(f"{dest}: {len(dataset)} configurations ({kind})")
+    return 0
+
+
 # ------------------------------------------------------------------ train
 
 
@@ -203,8 +315,11 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="Pearson correlation of trained models per time and particle type",
         description=(
             "Per-configuration Pearson correlation between predicted and measured propensity, for type A and "
-            "type B particles at every time, mean ± std over configurations (Bapst et al. / PCL22 convention). "
-            "Prints the table and writes pearson.md, pearson.csv and pearson.png comparing every model given."
+            "type B particles at every time, mean ± std over configurations (Bapst et al. / PCL22 convention), "
+            "each beside the noise ceiling of the targets (the Pearson a perfect model would reach against means "
+            "over R replicas; unknown where the dataset holds neither propensity_halves nor msd and R) and "
+            "Pearson / ceiling. Prints the table and writes pearson.md, pearson.csv and pearson.png (the ceiling as "
+            "a band) comparing every model given."
         ),
     )
     parser.add_argument("models", type=Path, nargs="+", metavar="RUN_OR_CHECKPOINT",
@@ -243,13 +358,16 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dataset", type=Path, help="dataset directory or one configuration .npz")
     parser.add_argument("--out", type=Path, required=True, help="output directory (created if needed)")
     parser.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
+    parser.add_argument("--format", choices=("npz", "extxyz", "lammps-dump"), default="npz",
+                        help="also write each configuration for OVITO, with per-particle columns type, "
+                             "predicted_propensity, propensity and potential_energy where known (default: %(default)s)")
     parser.set_defaults(run=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from equiglass.analysis.predict import predict
 
-    report = predict(args.checkpoint, args.dataset, args.out, overwrite=args.overwrite)
+    report = predict(args.checkpoint, args.dataset, args.out, overwrite=args.overwrite, format=args.format)
     print(f"{args.out}: {len(report.written)} predictions written, {len(report.skipped)} already present")
     return 0
 
@@ -367,6 +485,9 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _register_generate,
     _register_convert_bapst,
     _register_export_bapst,
+    _register_convert_shiba,
+    _register_convert_glassbench,
+    _register_import,
     _register_train,
     _register_evaluate,
     _register_predict,

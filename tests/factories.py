@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +271,196 @@ def write_bapst_file(
     )
     dump_bapst(path, data)
     return data
+
+
+# ------------------------------------------------------------------ miniature Shiba et al. and GlassBench files
+
+#: Temperature of the miniature Shiba and GlassBench files: the one with a bundled time table.
+PUBLISHED_TEMPERATURE = 0.44
+#: GlassBench's (and Shiba's tc01..tc10) time table at T = 0.44, for the tests' own checks.
+PUBLISHED_TIMES = (0.13, 1.3, 13.0, 130.0, 412.0, 1300.0, 4120.0, 13000.0, 41200.0, 130000.0)
+
+
+def ka_lattice(rng: np.random.Generator, n_particles: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A jittered simple-cubic lattice filling the box of ``n_particles`` (a cube) at density 1.2,
+    in [0, L), with 80:20 A:B types (int8, as Shiba's files). Returns (positions [N, 3], types [N])."""
+    side = round(n_particles ** (1 / 3))
+    box_length = (n_particles / DENSITY) ** (1 / 3)
+    lattice = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    positions = (lattice + 0.5 + rng.uniform(-0.1, 0.1, size=(n_particles, 3))) * box_length / side
+    types = np.zeros(n_particles, dtype=np.int8)
+    types[: n_particles // 5] = 1
+    return positions, rng.permutation(types)
+
+
+def make_shiba_data(
+    rng: np.random.Generator, n_particles: int = 64, n_trajectories: int = 6, crossings: int = 3
+) -> dict[str, np.ndarray]:
+    """A Shiba-format dict: ``initial_positions`` in [0, L), ``positions`` [R, N, 3] unwrapped from them.
+
+    Particle 0 crosses the box ``crossings`` times along x, to the right in even trajectories and
+    to the left in odd ones (|displacement| about ``crossings`` x L); the others take Gaussian steps.
+    """
+    initial, types = ka_lattice(rng, n_particles)
+    box_length = (n_particles / DENSITY) ** (1 / 3)
+    steps = rng.normal(scale=0.3, size=(n_trajectories, n_particles, 3))
+    signs = np.where(np.arange(n_trajectories) % 2 == 0, 1.0, -1.0)
+    steps[:, 0, 0] = signs * (crossings + 0.3) * box_length
+    return {"types": types, "initial_positions": initial, "positions": initial + steps}
+
+
+def write_npz(path: str | Path, **arrays: Any) -> Path:
+    """Write ``arrays`` as an uncompressed ``.npz`` (as Shiba's and GlassBench's files are); object
+    arrays are pickled into it, as numpy does."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as stream:
+        np.savez(stream, **arrays)
+    return path
+
+
+def make_glassbench_data(
+    rng: np.random.Generator, n_particles: int = 64, *, test: bool = False, cage: bool = True
+) -> dict[str, np.ndarray]:
+    """A GlassBench-format dict at the 10 times: positions in [-L/2, L/2), inherent and cage positions
+    within 0.1 of them (some across the boundary, not re-wrapped), ``md_prop`` >= 0, ``bb_prop``;
+    test files add the four published predictions, SBO as [N] and DEN as [10, N]."""
+    positions, types = ka_lattice(rng, n_particles)
+    box_length = (n_particles / DENSITY) ** (1 / 3)
+    centred = positions - box_length / 2
+    n_times = len(PUBLISHED_TIMES)
+    data = {
+        "types": types.astype(np.int64),
+        "initial_positions": centred,
+        "initial_positions_inherent": centred + rng.normal(scale=0.05, size=centred.shape),
+        "md_prop": rng.uniform(0.0, 3.0, size=(n_times, n_particles)),
+        "bb_prop": rng.uniform(0.0, 1.0, size=(n_times, n_particles)),
+    }
+    if cage:
+        data["initial_positions_cage"] = centred + rng.normal(scale=0.05, size=centred.shape)
+    if test:
+        data.update({name: rng.normal(size=(n_times, n_particles)) for name in ("BOTAN", "CAGE", "GlassMLP", "SE3")})
+        data["SBO"] = rng.normal(size=n_particles)
+        data["DEN"] = rng.normal(size=(n_times, n_particles))
+    return data
+
+
+def write_glassbench_tree(
+    root: str | Path, rng: np.random.Generator, split: str, indices: Any, n_particles: int = 64
+) -> dict[int, dict[str, np.ndarray]]:
+    """Write ``root/T0.44/{split}/N{N}T0.44_{i}.npz`` for each i of ``indices`` (cage positions only
+    for i <= 100 and i > 400, as GlassBench); return {i: its dict}."""
+    written = {}
+    for index in indices:
+        data = make_glassbench_data(rng, n_particles, test=split == "test", cage=index <= 100 or index > 400)
+        name = f"T{PUBLISHED_TEMPERATURE:.2f}/{split}/N{n_particles}T{PUBLISHED_TEMPERATURE:.2f}_{index}.npz"
+        write_npz(Path(root) / name, **data)
+        written[index] = data
+    return written
+
+
+# ------------------------------------------------------------------ LAMMPS text dumps and replica trajectories
+
+
+def write_lammps_dump(
+    path: str | Path,
+    frames: np.ndarray,
+    types: np.ndarray,
+    box: np.ndarray,
+    *,
+    columns: str = "x",
+    origin: float = 0.0,
+    steps: Sequence[int] | None = None,
+    order: np.ndarray | None = None,
+    tilt: tuple[float, float, float] | None = None,
+) -> Path:
+    """A LAMMPS text dump (``dump custom``, LAMMPS's documented layout) of unwrapped ``frames`` [F, N, 3].
+
+    ``columns``: ``"x"`` wrapped ``x y z`` only, ``"x ix"`` wrapped with image flags ``ix iy iz``,
+    ``"xu"`` unwrapped ``xu yu zu``. The box runs from ``origin`` to ``origin + box`` (``tilt``: a
+    triclinic ``xy xz yz`` box), LAMMPS types are ``types + 1``, rows follow ``order`` (a permutation
+    of the particles; ids are particle index + 1), frame f is at time step ``steps[f]``.
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    origin = float(origin)
+    n = frames.shape[1]
+    order = np.arange(n) if order is None else order
+    steps = range(0, 100 * len(frames), 100) if steps is None else steps
+    names = {"x": "x y z", "x ix": "x y z ix iy iz", "xu": "xu yu zu"}[columns]
+    if tilt is None:
+        bounds = "ITEM: BOX BOUNDS pp pp pp\n" + "".join(f"{origin} {_dump_number(origin + side)}\n" for side in box)
+    else:
+        bounds = "ITEM: BOX BOUNDS xy xz yz pp pp pp\n" + "".join(
+            f"{origin} {_dump_number(origin + side)} {value}\n" for side, value in zip(box, tilt))
+    lines = []
+    for step, unwrapped in zip(steps, frames):
+        images = np.floor(unwrapped / box).astype(np.int64)
+        wrapped = unwrapped - images * box + origin
+        lines += [f"ITEM: TIMESTEP\n{step}\nITEM: NUMBER OF ATOMS\n{n}\n{bounds}ITEM: ATOMS id type {names}\n"]
+        for i in order:
+            row = {"x": [*wrapped[i]], "x ix": [*wrapped[i], *images[i]], "xu": [*(unwrapped[i] + origin)]}[columns]
+            lines.append(f"{i + 1} {types[i] + 1} " + " ".join(map(_dump_number, row)) + "\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(lines))
+    return path
+
+
+def _dump_number(value: float | int) -> str:
+    return str(int(value)) if isinstance(value, (int, np.integer)) else repr(float(value))
+
+
+def replica_trajectories(
+    rng: np.random.Generator, n_particles: int = 40, n_replicas: int = 4, n_frames: int = 30, box: float = 4.0,
+    step: float = 0.4,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unwrapped iso-configurational trajectories [R, F, N, 3] from one initial configuration (frame 0),
+    random steps of up to ``step`` per frame along each axis on top of a drift of ``step`` / 2 in x (so
+    that particles cross the box several times); returns (trajectories, types [N], box [3])."""
+    initial = rng.uniform(0, box, (n_particles, 3))
+    moves = rng.uniform(-step, step, (n_replicas, n_frames - 1, n_particles, 3)) + [step / 2, 0.0, 0.0]
+    paths = np.concatenate([np.zeros((n_replicas, 1, n_particles, 3)), np.cumsum(moves, axis=1)], axis=1)
+    types = (rng.random(n_particles) < 0.2).astype(np.int64)
+    return initial + paths, types, np.full(3, box)
+
+
+def direct_targets(trajectories: np.ndarray) -> dict[str, np.ndarray]:
+    """Propensity, msd [T, N] and halves [2, T, N] of unwrapped trajectories [R, F, N, 3], computed
+    directly: displacements from frame 0 less their mean over particles, then the replica means."""
+    delta = trajectories[:, 1:] - trajectories[:, :1]
+    delta = delta - delta.mean(axis=2, keepdims=True)
+    norm = np.sqrt((delta**2).sum(axis=-1))
+    half = (len(trajectories) + 1) // 2  # the first half holds one more for an odd number
+    return {"propensity": norm.mean(axis=0), "msd": (norm**2).mean(axis=0),
+            "propensity_halves": np.stack([norm[:half].mean(axis=0), norm[half:].mean(axis=0)])}
+
+
+# ------------------------------------------------------------------ targets of synthetic replicas (noise ceiling)
+
+
+def replica_values(
+    seed: int, replicas: int, n: int = N_PARTICLES, n_times: int = len(TIMES), signal_std: float = 0.3, noise_std: float = 0.6
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(signal [T, N], |displacement| [R, T, N])``: a per-particle signal 3 + ``signal_std`` x Gaussian,
+    each replica the signal plus Gaussian noise of std ``noise_std``; the ceiling of R-replica means is
+    sqrt(signal_std² / (signal_std² + noise_std² / R))."""
+    rng = np.random.default_rng(seed)
+    signal = 3.0 + signal_std * rng.standard_normal((n_times, n))
+    return signal, signal + noise_std * rng.standard_normal((replicas, n_times, n))
+
+
+def replica_targets(values: np.ndarray) -> dict[str, np.ndarray]:
+    """``propensity`` and ``msd`` [T, N], ``propensity_halves`` [2, T, N] of replica values [R, T, N]."""
+    return {"propensity": values.mean(axis=0), "msd": (values**2).mean(axis=0),
+            "propensity_halves": np.stack([half.mean(axis=0) for half in np.array_split(values, 2)])}
+
+
+class PicklePayload:
+    """Pickles as a call of ``function(*args)`` (what an attacker's pickle does): a reader that
+    unpickles it runs the call, which the tests detect by its side effect."""
+
+    def __init__(self, function: Callable, *args: Any):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args

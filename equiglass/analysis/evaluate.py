@@ -8,26 +8,32 @@ correlated at once, higher at long times) is computed too, but only reported in 
 ``pearson_pooled`` column, so that a number is never ambiguous: the table and the plot are
 per-configuration.
 
+Every Pearson value stands beside the noise ceiling of the same targets over the same
+configurations (:mod:`equiglass.analysis.noise_ceiling`: the Pearson a perfect model would reach
+against R-replica targets) and the ratio Pearson / ceiling.
+
 ``equiglass evaluate RUN_OR_CHECKPOINT... DATASET`` compares any number of trained models
 on one dataset and writes ``pearson.md`` (rows model × type, columns times), ``pearson.csv``
-(one row per model, type and time) and ``pearson.png`` (Pearson vs time).
+(one row per model, type and time) and ``pearson.png`` (Pearson vs time, the ceiling as a band).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from equiglass.analysis.noise_ceiling import NoiseCeiling, dataset_ceiling
 from equiglass.data.format import atomic_write, load_dataset
 from equiglass.data.geometry import particles_of_types
 from equiglass.errors import DataError
@@ -64,6 +70,9 @@ class PearsonRow:
         n_configurations: number of configurations averaged over.
         pooled: [T] Pearson correlation over the particles of the type in all those
             configurations at once (pooled convention, :mod:`equiglass.metrics`).
+        ceiling: [T] noise ceiling of the type's targets, mean over the same configurations
+            (NaN where unknown, :mod:`equiglass.analysis.noise_ceiling`).
+        ceiling_method: how ``ceiling`` was estimated.
     """
 
     model: str
@@ -72,6 +81,14 @@ class PearsonRow:
     std: np.ndarray
     n_configurations: int
     pooled: np.ndarray
+    ceiling: np.ndarray
+    ceiling_method: str
+
+    @property
+    def fraction_of_ceiling(self) -> np.ndarray:
+        """[T] mean Pearson / noise ceiling (NaN where the ceiling is unknown or 0)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.ceiling > 0, self.mean / self.ceiling, np.nan)
 
 
 @dataclass(frozen=True)
@@ -105,33 +122,43 @@ class PearsonTable:
 
     def caption(self) -> str:
         """One sentence saying what the numbers are and which data they come from."""
-        return (f"{CONVENTION}. Dataset {self.dataset}, split: {self.split}. "
+        methods = ", ".join(dict.fromkeys(row.ceiling_method for row in self.rows))
+        return (f"{CONVENTION}. Dataset {self.dataset}, split: {self.split}. In parentheses: the noise ceiling "
+                f"of the targets over the same configurations (estimated from {methods}) and Pearson / ceiling. "
                 "Pooled values (all configurations correlated at once): pearson_pooled in pearson.csv.")
 
     def to_markdown(self) -> str:
-        """Markdown: the caption, then a table with rows model × type and columns times."""
+        """Markdown: the caption, then a table with rows model × type and columns times; each cell
+        ``mean ± std (ceiling C, ratio mean / C)``."""
         header = ["model", "type", "configurations", *(f"t = {t:.4g}" for t in self.times)]
         lines = [self.caption(), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in self.rows:
-            cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(row.mean, row.std)]
+            cells = [f"{m:.3f} ± {s:.3f} ({_ceiling_text(c, f)})"
+                     for m, s, c, f in zip(row.mean, row.std, row.ceiling, row.fraction_of_ceiling)]
             lines.append("| " + " | ".join([row.model, row.particle_type, str(row.n_configurations), *cells]) + " |")
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
         """CSV with a header and one line per model, type and time: model, type, time, per-configuration
-        mean and std (``pearson_mean``, ``pearson_std``), configurations, pooled (``pearson_pooled``)."""
+        mean and std (``pearson_mean``, ``pearson_std``), configurations, pooled (``pearson_pooled``),
+        ``noise_ceiling`` (nan where unknown), ``pearson_over_ceiling`` and ``ceiling_method``."""
         stream = io.StringIO()
         writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(["model", "type", "time", "pearson_mean", "pearson_std", "n_configurations", "pearson_pooled"])
+        writer.writerow(["model", "type", "time", "pearson_mean", "pearson_std", "n_configurations", "pearson_pooled",
+                         "noise_ceiling", "pearson_over_ceiling", "ceiling_method"])
         for row in self.rows:
-            for time, mean, std, pooled in zip(self.times, row.mean, row.std, row.pooled):
+            for time, mean, std, pooled, ceiling, fraction in zip(
+                self.times, row.mean, row.std, row.pooled, row.ceiling, row.fraction_of_ceiling
+            ):
                 writer.writerow([row.model, row.particle_type, repr(float(time)), repr(float(mean)),
-                                 repr(float(std)), row.n_configurations, repr(float(pooled))])
+                                 repr(float(std)), row.n_configurations, repr(float(pooled)),
+                                 repr(float(ceiling)), repr(float(fraction)), row.ceiling_method])
         return stream.getvalue()
 
     def figure(self) -> Figure:
         """Pearson vs time (log time axis): one colour per model, A solid and B dashed, error
-        bars of one standard deviation over configurations. Close it with ``pyplot.close``."""
+        bars of one standard deviation over configurations; grey bands above each distinct noise
+        ceiling (out of any model's reach), edged A solid and B dashed. Close it with ``pyplot.close``."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -139,6 +166,7 @@ class PearsonTable:
 
         figure, axes = plt.subplots(figsize=(7, 4.5))
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        self._draw_ceilings(axes)
         for k, model in enumerate(self.models):
             for particle_type, style in zip(TYPE_NAMES, ("-", "--")):
                 row = self.row(model, particle_type)
@@ -152,6 +180,16 @@ class PearsonTable:
         axes.legend(fontsize=8)
         figure.tight_layout()
         return figure
+
+    def _draw_ceilings(self, axes: Any) -> None:
+        """Shade from each distinct known noise ceiling up to 1, one band per type and ceiling."""
+        for particle_type, style in zip(TYPE_NAMES, ("-", "--")):
+            ceilings = {row.ceiling.tobytes(): row.ceiling for row in self.rows if row.particle_type == particle_type}
+            for ceiling in ceilings.values():
+                if np.all(np.isnan(ceiling)):
+                    continue
+                axes.fill_between(self.times, ceiling, 1.0, color="grey", alpha=0.15, linestyle=style,
+                                  edgecolor="dimgrey", label=f"above the noise ceiling ({particle_type})")
 
     def plot(self, path: str | Path) -> Path:
         """Write :meth:`figure` as a PNG image, atomically."""
@@ -172,6 +210,11 @@ class PearsonTable:
             "csv": atomic_write(directory / "pearson.csv", lambda stream: stream.write(table), binary=False),
             "png": self.plot(directory / "pearson.png"),
         }
+
+
+def _ceiling_text(ceiling: float, fraction: float) -> str:
+    """``ceiling 0.918, ratio 0.468``, or ``ceiling unknown``, for a table cell."""
+    return "ceiling unknown" if np.isnan(ceiling) else f"ceiling {ceiling:.3f}, ratio {fraction:.3f}"
 
 
 def run_directory(source: str | Path) -> Path | None:
@@ -213,7 +256,7 @@ def held_out_indices(source: str | Path, dataset: str | Path) -> np.ndarray | No
 
 
 @torch.no_grad()
-def pearson_rows(label: str, trained: TrainedModel, graphs: Sequence[Data]) -> list[PearsonRow]:
+def pearson_rows(label: str, trained: TrainedModel, graphs: Sequence[Data], ceiling: NoiseCeiling) -> list[PearsonRow]:
     """One :class:`PearsonRow` per type in :data:`TYPE_NAMES` for ``trained``'s predictions on ``graphs``.
 
     Args:
@@ -221,6 +264,7 @@ def pearson_rows(label: str, trained: TrainedModel, graphs: Sequence[Data]) -> l
         trained: a loaded model.
         graphs: graphs of one dataset, as :meth:`TrainedModel.graphs` builds them; a particle
             enters only if every one of its targets exists (``target_mask``).
+        ceiling: the noise ceiling of the targets of the same configurations.
     """
     predictions, targets, present = [], [], []
     for data in graphs:
@@ -236,7 +280,8 @@ def pearson_rows(label: str, trained: TrainedModel, graphs: Sequence[Data]) -> l
         ])
         mean, std = summarise(per_configuration)
         pooled = pooled_pearson_per_timescale(predictions, targets, masks)
-        rows.append(PearsonRow(label, name, mean.numpy(), std.numpy(), len(graphs), pooled.numpy()))
+        rows.append(PearsonRow(label, name, mean.numpy(), std.numpy(), len(graphs), pooled.numpy(),
+                               ceiling.values[code], ceiling.method))
     return rows
 
 
@@ -278,11 +323,13 @@ def evaluate(
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size == 0:
             raise ValueError("indices select no configuration")
-    times = load_dataset(dataset).times
+    opened = load_dataset(dataset)
+    times = opened.times
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)  # an unusable output directory fails before the work
     rows: list[PearsonRow] = []
     labels: list[str] = []
+    ceiling_of = functools.cache(lambda chosen: dataset_ceiling(opened, chosen))  # tuple of indices or None
     for source in models:
         label = model_label(source)
         labels.append(label if label not in labels else f"{label} ({len(labels) + 1})")
@@ -299,7 +346,7 @@ def evaluate(
                 raise ValueError(f"{source}: the run has no test configurations; evaluate with split 'all'")
         graphs = trained.graphs(dataset, indices=chosen)
         log.info("%s: evaluating on %d configurations of %s", labels[-1], len(graphs), dataset)
-        rows += pearson_rows(labels[-1], trained, graphs)
+        rows += pearson_rows(labels[-1], trained, graphs, ceiling_of(None if chosen is None else tuple(chosen.tolist())))
     selection = split if indices is None else f"configurations {indices.tolist()}"
     table = PearsonTable(times, tuple(rows), Path(dataset), selection)
     if out is not None:

@@ -13,6 +13,14 @@ and ``DIR/predictions.json`` recording which checkpoint and dataset made them (p
 sha256 of the checkpoint file and of the dataset's ``manifest.json``, or of the one
 configuration file).
 
+With ``format="extxyz"`` or ``"lammps-dump"`` each configuration is also written for viewing, as
+``DIR/<its name>.extxyz`` or ``.dump`` (:mod:`equiglass.data.ase_io`): positions, box, ``type``
+(1 = A, 2 = B) and the per-particle columns ``predicted_propensity`` [N, T] (the ``.npz``
+prediction; the times in the frame's ``times``), the measured ``propensity`` [N, T'] (times
+``propensity_times``) where the dataset has it, and ``potential_energy`` where known, which OVITO
+colours by as they are (a LAMMPS dump has one column ``name_k`` per time k, its times in
+``<file>.json``).
+
 Files are written atomically; a rerun with the same checkpoint and dataset skips the
 configurations whose output exists, so an interrupted run resumes. Predictions of another
 checkpoint or dataset, or of unknown origin, are refused (``--overwrite`` recomputes them).
@@ -28,9 +36,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ase
 import numpy as np
 import torch
 
+from equiglass.data.ase_io import EXPORT_FORMATS, configuration_atoms, write_view
 from equiglass.data.format import (
     MANIFEST_NAME,
     OPTIONAL_FIELDS,
@@ -92,7 +102,9 @@ def configuration_prediction(trained: TrainedModel, fields: Mapping[str, np.ndar
     }
 
 
-def predict(checkpoint: str | Path, source: str | Path, out: str | Path, overwrite: bool = False) -> PredictReport:
+def predict(
+    checkpoint: str | Path, source: str | Path, out: str | Path, overwrite: bool = False, format: str = "npz"
+) -> PredictReport:
     """Write the predictions of ``checkpoint`` for every configuration of ``source`` into ``out``.
 
     Args:
@@ -101,6 +113,7 @@ def predict(checkpoint: str | Path, source: str | Path, out: str | Path, overwri
         out: output directory (created if needed); file names are the configurations'.
         overwrite: recompute outputs that already exist (by default those of the same checkpoint and
             dataset are skipped, others refused).
+        format: ``"npz"`` (only), or also a file for viewing, ``"extxyz"`` or ``"lammps-dump"``.
 
     Returns:
         The files written and the files skipped.
@@ -110,10 +123,13 @@ def predict(checkpoint: str | Path, source: str | Path, out: str | Path, overwri
             another checkpoint or dataset (or of unknown origin) and ``overwrite`` is false.
         CheckpointError: the checkpoint is missing or unreadable.
     """
+    if format != "npz" and format not in EXPORT_FORMATS:
+        raise ValueError(f"format must be 'npz' or one of {sorted(EXPORT_FORMATS)}, got {format!r}")
     files = configuration_files(source)
     out = Path(out)
     check_output_directory(out, Path(source))
-    existing = [out / name for name in files if (out / name).is_file()]
+    outputs = {name: [out / name] + ([] if format == "npz" else [view_path(out / name, format)]) for name in files}
+    existing = [path for paths in outputs.values() for path in paths if path.is_file()]
     record = provenance(checkpoint, source)
     if overwrite:
         discard_predictions(out, existing)
@@ -123,16 +139,54 @@ def predict(checkpoint: str | Path, source: str | Path, out: str | Path, overwri
     report = PredictReport()
     trained: TrainedModel | None = None
     for name, read in files.items():
-        path = out / name
+        path, *view = outputs[name]
+        if all(output.is_file() for output in outputs[name]):
+            report.skipped.extend(outputs[name])
+            continue
+        fields = read()
         if path.is_file():
             report.skipped.append(path)
-            continue
-        if trained is None:
-            trained = load_checkpoint(checkpoint)
-        arrays = _prediction_of(trained, read(), Path(source) / name if Path(source).is_dir() else Path(source))
-        report.written.append(atomic_write(path, functools.partial(np.savez_compressed, **arrays)))
-        log.info("%s: %d particles x %d times", path, arrays["prediction"].shape[1], arrays["times"].size)
+            arrays = read_prediction(path)
+        else:
+            trained = trained or load_checkpoint(checkpoint)
+            arrays = _prediction_of(trained, fields, Path(source) / name if Path(source).is_dir() else Path(source))
+            report.written.append(atomic_write(path, functools.partial(np.savez_compressed, **arrays)))
+            log.info("%s: %d particles x %d times", path, arrays["prediction"].shape[1], arrays["times"].size)
+        if view:
+            report.written.append(write_view(view[0], view_atoms(fields, arrays), format))
     return report
+
+
+def view_path(prediction: Path, format: str) -> Path:
+    """The file for viewing beside the prediction ``.npz`` ``prediction``."""
+    return prediction.with_suffix(EXPORT_FORMATS[format])
+
+
+def read_prediction(path: Path) -> dict[str, np.ndarray]:
+    """``prediction`` and ``times`` of a prediction file.
+
+    Raises:
+        DataError: naming the file, unreadable or lacking them.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in ("prediction", "times")}
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        raise DataError(path, f"not a readable prediction file: {error}") from error
+
+
+def view_atoms(fields: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray]) -> ase.Atoms:
+    """One configuration for viewing: its ``fields`` with ``predicted_propensity`` [N, T] from the
+    prediction ``arrays`` (times in the info ``times``), the measured ``propensity`` [N, T'] (info
+    ``propensity_times``) and ``potential_energy`` [N] where ``fields`` hold them."""
+    columns = {"predicted_propensity": arrays["prediction"].T}
+    info = {"times": arrays["times"]}
+    if "propensity" in fields:
+        columns["propensity"] = fields["propensity"].T
+        info["propensity_times"] = fields["times"]
+    if "potential_energy" in fields:
+        columns["potential_energy"] = fields["potential_energy"]
+    return configuration_atoms(fields, columns, info)
 
 
 def _prediction_of(trained: TrainedModel, fields: Mapping[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:

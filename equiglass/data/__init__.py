@@ -4,6 +4,9 @@
                   (load_dataset, Dataset, read_configuration, write_configuration, write_manifest)
     bapst         Bapst et al.'s pickles, read safely (read_bapst, read_bapst_file, bapst_propensity),
                   converted to our format (convert_bapst) and written back (export_bapst)
+    shiba         Shiba et al.'s iso-configurational .npz files, read strictly and converted (convert_shiba)
+    glassbench    GlassBench's KA 3D files with the published models' predictions, converted (convert_glassbench)
+    published     what both share: pickle-free .npz reading, array checks, time table, resumable conversion
     graphs        periodic neighbour lists, PyTorch Geometric graphs of configurations, PropensityDataset, splits
     descriptors   rotation-invariant structural descriptors per particle (radial densities, q_l, coarse-grained)
     geometry      periodic wrapping of positions and selection of particles by type
@@ -24,12 +27,16 @@ from equiglass.data.format import (
     write_configuration,
     write_manifest,
 )
+from equiglass.data.glassbench import convert_glassbench
+from equiglass.data.shiba import convert_shiba
 
 __all__ = [
     "BapstConfiguration",
     "Dataset",
     "bapst_propensity",
     "convert_bapst",
+    "convert_glassbench",
+    "convert_shiba",
     "export_bapst",
     "load_dataset",
     "read_bapst",

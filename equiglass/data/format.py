@@ -15,6 +15,19 @@ interrupted run never leaves a half-written file under its final name, and
 every reader validates what it reads and raises :class:`~equiglass.errors.DataError`
 naming the file and the problem. No pickles: ``np.load(..., allow_pickle=False)``.
 
+Published data (GlassBench, Shiba et al.: :mod:`equiglass.data.glassbench`,
+:mod:`equiglass.data.shiba`) add optional fields, never required (:data:`LATER_FIELDS`):
+``cage_positions`` [N, 3] (a third choice of input positions, beside thermal and inherent),
+``bond_breaking`` [T, N], and the published predictions stored side by side with ours on the
+same particles and times: one field ``published_<MODEL>`` [T, N] per model of
+:data:`PUBLISHED_MODELS` (a predicted propensity, in the published model's own units and
+scale, so compare by correlation) and ``descriptor_<NAME>`` [T, N] per descriptor of
+:data:`PUBLISHED_DESCRIPTORS` (a static descriptor published as [N] is repeated along T).
+A fixed, documented set of names keeps the strict shape checks of every other field; the
+manifest's ``absent_fields`` lists what no configuration has (all of them for training
+files), and a configuration entry's own ``absent_fields`` what that one lacks (GlassBench
+has cage positions for files 1-100 and 401-500 only).
+
 A configuration entry may be a symbolic link (say to a file shared by several datasets): it
 is read like a file, and never written through: a writer replaces the link itself with the
 new file (the rename acts on the name), leaving the file it pointed to unchanged.
@@ -42,6 +55,11 @@ SCHEMA = "equiglass-dataset"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
+#: Published models whose predictions GlassBench's test files hold (field ``published_<name>``).
+PUBLISHED_MODELS = ("BOTAN", "CAGE", "GlassMLP", "SE3")
+#: Published structural descriptors of GlassBench's test files (field ``descriptor_<name>``).
+PUBLISHED_DESCRIPTORS = ("SBO", "SBO_CG", "DEN", "EPOT", "PSI6")
+
 #: Per-configuration arrays: name -> (shape with symbolic N and T, kind, description).
 FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "positions": (("N", "3"), "f", "thermal positions, wrapped into [0, box), LJ length units"),
@@ -53,16 +71,35 @@ FIELDS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "times": (("T",), "f", "time points of the targets, LJ time units, increasing"),
     "propensity": (("T", "N"), "f", "iso-configurational mean of |displacement| at each time"),
     "msd": (("T", "N"), "f", "iso-configurational mean of |displacement|^2 at each time"),
+    "propensity_halves": (
+        ("2", "T", "N"),
+        "f",
+        "means of |displacement| over the first and the second half of the replicas (split-half reliability)",
+    ),
     "self_intermediate_scattering": (
         ("T",),
         "f",
         "F_s(q, t) of the A particles, averaged over trajectories (q in the manifest)",
     ),
+    "cage_positions": (("N", "3"), "f", "cage-state positions (Alkemade et al. 2023, GlassBench), wrapped"),
+    "bond_breaking": (("T", "N"), "f", "iso-configurational bond-breaking propensity (GlassBench bb_prop)"),
+    **{f"published_{name}": (("T", "N"), "f", f"{name}'s published prediction") for name in PUBLISHED_MODELS},
+    **{f"descriptor_{name}": (("T", "N"), "f", f"published descriptor {name}") for name in PUBLISHED_DESCRIPTORS},
 }
-#: Fields every configuration must have.
-REQUIRED_FIELDS = ("positions", "types", "box", "times", "propensity")
+#: Fields every configuration must have. ``propensity`` is required unless the manifest declares it
+#: absent: a *prediction-only* dataset (configurations without trajectories, e.g. from ``equiglass import``
+#: without replicas; empty ``times``) that ``equiglass predict`` reads and training refuses.
+REQUIRED_FIELDS = ("positions", "types", "box", "times")
 #: Fields a manifest may declare absent (the source had no such data).
 OPTIONAL_FIELDS = tuple(name for name in FIELDS if name not in REQUIRED_FIELDS)
+#: Optional fields added after schema version 1: datasets written before them lack them undeclared.
+LATER_FIELDS = (
+    "propensity_halves",
+    "cage_positions",
+    "bond_breaking",
+    *(f"published_{name}" for name in PUBLISHED_MODELS),
+    *(f"descriptor_{name}" for name in PUBLISHED_DESCRIPTORS),
+)
 
 #: Relative tolerance when checking a box against N / density.
 DENSITY_TOLERANCE = 1e-3
@@ -140,7 +177,7 @@ def validate_configuration(
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
         raise DataError(path, f"unknown fields {unknown}; expected a subset of {sorted(FIELDS)}")
-    expected = [name for name in FIELDS if name in REQUIRED_FIELDS or name not in absent]
+    expected = [name for name in FIELDS if name in REQUIRED_FIELDS or name not in (*absent, *LATER_FIELDS)]
     missing = [name for name in expected if name not in fields]
     if missing:
         raise DataError(path, f"missing fields {missing}")
@@ -166,7 +203,7 @@ def validate_configuration(
     t = out["times"].shape[0] if out["times"].ndim == 1 else None
     if n_particles is not None and n is not None and n != n_particles:
         raise DataError(path, f"holds {n} particles, the manifest says {n_particles}")
-    sizes = {"N": n, "T": t, "3": 3}
+    sizes = {"N": n, "T": t, "3": 3, "2": 2}
     for name, array in out.items():
         symbolic = FIELDS[name][0]
         wanted = tuple(sizes[s] for s in symbolic)
@@ -184,7 +221,7 @@ def validate_configuration(
         actual = n / float(np.prod(box))
         if abs(actual - density) > DENSITY_TOLERANCE * density:
             raise DataError(path, f"box {box.tolist()} with {n} particles has density {actual:.6g}, the manifest says {density}")
-    for name in ("positions", "is_positions"):
+    for name in ("positions", "is_positions", "cage_positions"):
         if name in out:
             positions = out[name]
             if np.any(positions < 0) or np.any(positions >= box):
@@ -198,7 +235,7 @@ def validate_configuration(
         or not np.allclose(stored_times, np.asarray(times, dtype=np.float64), rtol=1e-9, atol=0)
     ):
         raise DataError(path, f"times {stored_times.tolist()} differ from the manifest's {list(times)}")
-    for name in ("propensity", "msd"):
+    for name in ("propensity", "msd", "propensity_halves"):
         if name in out and np.any(out[name] < 0):
             raise DataError(path, f"field '{name}' holds negative values")
     return out
@@ -255,6 +292,21 @@ class Dataset:
     @property
     def absent_fields(self) -> tuple[str, ...]:
         return tuple(self.manifest.get("absent_fields", ()))
+
+    @property
+    def has_targets(self) -> bool:
+        """False for a prediction-only dataset (its manifest declares ``propensity`` absent)."""
+        return "propensity" not in self.absent_fields
+
+    def require_targets(self, purpose: str) -> None:
+        """Raise :class:`DataError` naming the manifest if this dataset is prediction-only.
+
+        ``purpose`` says what needs the targets (e.g. "training").
+        """
+        if not self.has_targets:
+            raise DataError(self.directory / MANIFEST_NAME, f"is a prediction-only dataset (no propensity): {purpose} "
+                                                            "needs targets; use it with 'equiglass predict', or import "
+                                                            "iso-configurational trajectories (equiglass import --replicas)")
 
     def completed(self) -> list[Path]:
         """Configuration files that exist (a sharded or interrupted run may lack some)."""

@@ -204,7 +204,8 @@ def configuration_graph(
 
         ``target_mask`` exists so that losses and metrics can mask particles
         (for example type B) or missing targets uniformly; our datasets store
-        every particle at every time, so it starts all True.
+        every particle at every time, so it starts all True. A configuration
+        without ``propensity`` (prediction-only) has neither ``y`` nor ``target_mask``.
 
     Raises:
         ValueError: unknown ``positions`` switch or a cutoff too large for the box.
@@ -221,18 +222,18 @@ def configuration_graph(
 
     box = arrays["box"]
     edge_index, edge_shift = neighbour_list(arrays[position_field], box, cutoff)
-    propensity = _float32(arrays["propensity"].T)
     graph = Data(
         pos=_float32(arrays[position_field]),
         types=torch.from_numpy(arrays["types"]),
         box=_float32(box[None, :]),
         edge_index=edge_index,
         edge_shift=edge_shift,
-        y=propensity,
-        target_mask=torch.ones(propensity.shape, dtype=torch.bool),
         times=_float32(arrays["times"][None, :]),
         num_nodes=int(arrays["types"].shape[0]),
     )
+    if "propensity" in arrays:
+        graph.y = _float32(arrays["propensity"].T)
+        graph.target_mask = torch.ones(graph.y.shape, dtype=torch.bool)
     if "msd" in arrays:
         graph.msd = _float32(arrays["msd"].T)
     if with_potential_energy:
@@ -264,7 +265,7 @@ class PropensityDataset(torch.utils.data.Dataset):
     Raises:
         DataError: (naming the manifest) when the manifest declares the chosen
             positions or energy absent, as for converted Bapst data without
-            inherent states.
+            inherent states, or the dataset is prediction-only (no propensity).
         IndexError: an index outside the dataset.
     """
 
@@ -279,6 +280,7 @@ class PropensityDataset(torch.utils.data.Dataset):
         indices: Sequence[int] | np.ndarray | None = None,
     ):
         self.dataset = root_or_dataset if isinstance(root_or_dataset, Dataset) else load_dataset(root_or_dataset)
+        self.dataset.require_targets("training and evaluation")
         if positions not in POSITION_FIELDS:
             raise ValueError(f"positions must be one of {sorted(POSITION_FIELDS)}, got {positions!r}")
         position_field, energy_field = POSITION_FIELDS[positions]

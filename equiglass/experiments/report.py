@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,24 @@ from equiglass.data.format import atomic_write
 
 
 def table_json(table: Any) -> dict[str, Any]:
-    """A :class:`~equiglass.analysis.evaluate.PearsonTable` as plain JSON values."""
+    """A :class:`~equiglass.analysis.evaluate.PearsonTable` as plain JSON values; each row carries the
+    noise ceiling of its targets (``ceiling``, null where unknown), ``pearson_over_ceiling`` and
+    ``ceiling_method``."""
     return {
         "times": [float(t) for t in table.times],
         "rows": [
             {"model": row.model, "type": row.particle_type, "mean": row.mean.tolist(), "std": row.std.tolist(),
-             "configurations": row.n_configurations, "pooled": row.pooled.tolist()}
+             "configurations": row.n_configurations, "pooled": row.pooled.tolist(),
+             "ceiling": _finite_or_null(row.ceiling), "pearson_over_ceiling": _finite_or_null(row.fraction_of_ceiling),
+             "ceiling_method": row.ceiling_method}
             for row in table.rows
         ],
     }
+
+
+def _finite_or_null(values: Any) -> list[float | None]:
+    """[T] floats as a JSON list, NaN (unknown) as None."""
+    return [float(value) if math.isfinite(value) else None for value in values]
 
 
 def pyplot() -> Any:

@@ -110,6 +110,39 @@ def mean_squared_displacement(displacements: np.ndarray) -> np.ndarray:
     return np.einsum("rtnk,rtnk->tn", delta, delta) / delta.shape[0]
 
 
+def propensity_halves(displacements: np.ndarray) -> np.ndarray:
+    """The propensity of each half of the replicas, for split-half reliability (the noise ceiling).
+
+    Args:
+        displacements: [R, T, N, 3] (LJ lengths), R >= 2.
+
+    Returns:
+        [2, T, N] float64: `propensity` over the first and over the second half of the replicas
+        (``np.array_split``: for odd R the first half holds one replica more).
+    """
+    delta = _check_displacements(displacements)
+    if delta.shape[0] < 2:
+        raise ValueError("split halves need at least 2 replicas")
+    return np.stack([propensity(half) for half in np.array_split(delta, 2)])
+
+
+def iso_configurational_targets(displacements: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-particle targets of a dataset configuration from its replicas' displacements.
+
+    Args:
+        displacements: [R, T, N, 3] (LJ lengths), R >= 2, e.g. from `displacements`.
+
+    Returns:
+        ``propensity`` [T, N], ``msd`` [T, N] and ``propensity_halves`` [2, T, N], float64
+        (see `propensity`, `mean_squared_displacement`, `propensity_halves`).
+    """
+    return {
+        "propensity": propensity(displacements),
+        "msd": mean_squared_displacement(displacements),
+        "propensity_halves": propensity_halves(displacements),
+    }
+
+
 def self_intermediate_scattering(displacements: np.ndarray, q: float, mask: np.ndarray) -> np.ndarray:
     """Isotropic self-intermediate scattering function F_s(q, t) of a subset of particles.
 

@@ -13,8 +13,9 @@ For every sampled configuration:
     configuration index and the replica), under the same thermostat (reset for
     each trajectory); unwrapped positions are recorded at the stored times;
 (c) propensity, mean squared displacement and F_s,A(q, t) are averaged over the
-    R trajectories and written to ``configuration_XXXXX.npz``
-    (`equiglass.data.format`).
+    R trajectories, and the propensity over each half of them (``propensity_halves``,
+    for the split-half noise ceiling, `equiglass.analysis.noise_ceiling`), and
+    written to ``configuration_XXXXX.npz`` (`equiglass.data.format`).
 
 Chains are the unit of sharding (``shard=(i, n)`` takes the chains c with
 c % n == i), so array jobs can split one dataset without coordination. Every
@@ -69,7 +70,7 @@ from equiglass.errors import DataError
 from equiglass.physics import kob_andersen as ka
 from equiglass.physics import observables
 from equiglass.simulate.lammps import KobAndersenLammps, lammps_version
-from equiglass.simulate.protocol import PROPENSITY_DEFINITION, SOURCE, GenerationProtocol
+from equiglass.simulate.protocol import HALVES_DEFINITION, PROPENSITY_DEFINITION, SOURCE, GenerationProtocol
 from equiglass.simulate.workers import inherent_state_task, open_executor, trajectory_task
 
 logger = logging.getLogger(__name__)
@@ -266,7 +267,8 @@ def _open_manifest(directory: Path, protocol: GenerationProtocol, command: str) 
         "propensity_definition": PROPENSITY_DEFINITION,
         "self_intermediate_scattering": "F_s,A(q, t): mean over replicas and A particles of sin(q|dr|)/(q|dr|)",
         "inherent_states": f"{protocol.minimizer} minimisation to max_i |F_i| < {protocol.force_tolerance:g}",
-        "absent_fields": [],
+        "propensity_halves": HALVES_DEFINITION,
+        "absent_fields": [] if protocol.replicas >= 2 else ["propensity_halves"],
         "protocol": protocol.to_json(),
         "seeds": {
             "chain": "numpy SeedSequence([protocol seed, 1, chain]).generate_state(1, uint32)",
@@ -431,6 +433,7 @@ def _write_configuration(directory: Path, protocol: GenerationProtocol, item: _P
         "times": protocol.times,
         "propensity": observables.propensity(delta),
         "msd": observables.mean_squared_displacement(delta),
+        **({"propensity_halves": observables.propensity_halves(delta)} if protocol.replicas >= 2 else {}),
         "self_intermediate_scattering": observables.self_intermediate_scattering(
             delta, protocol.q, item.types == 0
         ),

@@ -21,6 +21,10 @@ PROPENSITY_DEFINITION = (
     "mean over R iso-configurational trajectories of |r_i(t) - r_i(0)|, centre-of-mass drift removed; "
     "msd holds the mean squared displacement"
 )
+HALVES_DEFINITION = (
+    "propensity_halves: the same mean over the first and over the second half of the R trajectories "
+    "(the first holds one more for odd R), for the split-half noise ceiling"
+)
 _CHAIN_STREAM = 1
 _VELOCITY_STREAM = 2
 

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from factories import N_PARTICLES, TIMES, write_config
+from factories import N_PARTICLES, TIMES, replica_targets, replica_values, write_config, write_dataset
 from matplotlib import pyplot as plt
+from matplotlib.collections import PolyCollection
 from scipy import stats
 
 from equiglass.analysis.evaluate import TYPE_NAMES, evaluate
+from equiglass.analysis.noise_ceiling import SPLIT_HALVES, UNKNOWN, dataset_ceiling
 from equiglass.analysis.predict import predict
 from equiglass.cli import main
 from equiglass.data.format import load_dataset
@@ -60,6 +62,11 @@ def direct_pearson(run: Path, dataset: Path, indices: list[int], particle_type: 
     return torch.stack(rows), np.array(pooled)
 
 
+def bands(axes) -> list[PolyCollection]:
+    """The filled areas of ``axes`` (error bars are LineCollections)."""
+    return [artist for artist in axes.collections if isinstance(artist, PolyCollection)]
+
+
 # ------------------------------------------------------------------ evaluate
 
 
@@ -87,8 +94,9 @@ def test_table_values_files_and_plot(tmp_path, runs, dataset):
     assert "split: test" in lines[0] and "Pooled values" in lines[0]
     assert lines[2] == "| model | type | configurations | t = 0.1 | t = 1 | t = 10 |"
     first = table.row("equivariant", "A")
+    assert "noise ceiling" in lines[0] and UNKNOWN in lines[0]  # the fixture has no msd and no replicas
     assert lines[4] == "| equivariant | A | 2 | " + " | ".join(
-        f"{m:.3f} ± {s:.3f}" for m, s in zip(first.mean, first.std)) + " |"
+        f"{m:.3f} ± {s:.3f} (ceiling unknown)" for m, s in zip(first.mean, first.std)) + " |"
     assert len(lines) == 4 + len(table.rows)
 
     records = list(csv.DictReader(io.StringIO((out / "pearson.csv").read_text())))
@@ -98,16 +106,51 @@ def test_table_values_files_and_plot(tmp_path, runs, dataset):
         k = int(np.argmin(np.abs(TIMES - float(record["time"]))))
         assert float(record["pearson_mean"]) == row.mean[k] and float(record["pearson_std"]) == row.std[k]
         assert float(record["pearson_pooled"]) == row.pooled[k] and int(record["n_configurations"]) == 2
+        assert np.isnan(float(record["noise_ceiling"])) and np.isnan(float(record["pearson_over_ceiling"]))
+        assert record["ceiling_method"] == UNKNOWN
 
     assert (out / "pearson.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     figure = table.figure()
     axes = figure.axes[0]
     assert len(axes.containers) == 4  # one error-bar line per model and type
+    assert not bands(axes)  # no ceiling band where the ceiling is unknown
     assert [text.get_text() for text in axes.get_legend().get_texts()] == [
         "equivariant (A)", "equivariant (B)", "bapst (A)", "bapst (B)"
     ]
     styles = [container.lines[0].get_linestyle() for container in axes.containers]
     assert styles == ["-", "--", "-", "--"] and axes.get_xscale() == "log"
+    plt.close(figure)
+
+
+def test_noise_ceiling_beside_every_pearson(tmp_path, runs):
+    """On a dataset whose targets come from 8 synthetic replicas (split halves stored), the ceiling of
+    each row is that of its configurations, printed with Pearson / ceiling, and drawn as bands."""
+    noisy = write_dataset(tmp_path / "noisy", change=lambda k, fields: {**fields, **replica_targets(replica_values(k, 8)[1])})
+    table = evaluate([runs["equivariant"], runs["bapst"]], noisy, [1, 4, 6], out=tmp_path / "out")
+    expected = dataset_ceiling(load_dataset(noisy), [1, 4, 6])
+    assert expected.method == SPLIT_HALVES and np.all((expected.values > 0.6) & (expected.values < 1))
+    for row in table.rows:
+        code = TYPE_NAMES.index(row.particle_type)
+        np.testing.assert_array_equal(row.ceiling, expected.values[code])
+        np.testing.assert_allclose(row.fraction_of_ceiling, row.mean / expected.values[code], rtol=1e-12)
+        assert row.ceiling_method == SPLIT_HALVES
+
+    lines = table.to_markdown().splitlines()
+    assert SPLIT_HALVES in lines[0]
+    first = table.row("equivariant", "A")
+    assert lines[4].split(" | ")[3] == (
+        f"{first.mean[0]:.3f} ± {first.std[0]:.3f} (ceiling {first.ceiling[0]:.3f}, ratio {first.fraction_of_ceiling[0]:.3f})"
+    )
+    records = list(csv.DictReader(io.StringIO((tmp_path / "out" / "pearson.csv").read_text())))
+    assert float(records[0]["noise_ceiling"]) == first.ceiling[0]
+    assert float(records[0]["pearson_over_ceiling"]) == first.fraction_of_ceiling[0]
+
+    figure = table.figure()
+    axes = figure.axes[0]
+    assert len(bands(axes)) == 2  # one band per type: both models share the configurations
+    band = bands(axes)[0].get_paths()[0].vertices
+    assert np.isclose(band[:, 1].max(), 1.0) and np.isclose(band[:, 1].min(), first.ceiling.min())
+    assert "above the noise ceiling (A)" in [text.get_text() for text in axes.get_legend().get_texts()]
     plt.close(figure)
 
 

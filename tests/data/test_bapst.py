@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from factories import dump_bapst, make_bapst_data, write_bapst_file
+from factories import PicklePayload, dump_bapst, make_bapst_data, write_bapst_file
 
 from equiglass import cli
 from equiglass.data import bapst
@@ -31,7 +31,7 @@ from equiglass.data.bapst import (
     read_bapst,
     read_bapst_file,
 )
-from equiglass.data.format import OPTIONAL_FIELDS, load_dataset, write_configuration, write_manifest
+from equiglass.data.format import LATER_FIELDS, OPTIONAL_FIELDS, load_dataset, write_configuration, write_manifest
 from equiglass.errors import DataError
 from equiglass.physics.kob_andersen import potential_energy_and_forces
 
@@ -261,27 +261,17 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- crafted pickles
 
 
-class Call:
-    """Pickles as a call of ``function(*args)`` (what an attacker's pickle does)."""
-
-    def __init__(self, function: Callable, *args: Any):
-        self.function, self.args = function, args
-
-    def __reduce__(self):
-        return self.function, self.args
-
-
 def payloads(marker: Path) -> dict[str, tuple[Any, str]]:
     """Pickle payloads that would create ``marker``, with the global each references first."""
     command = f"touch {marker}"
     calls = {
-        "os.system": Call(os.system, command),
-        "builtins.eval": Call(builtins.eval, f"open({str(marker)!r}, 'w')"),
-        "builtins.exec": Call(builtins.exec, f"open({str(marker)!r}, 'w')"),
-        "builtins.open": Call(builtins.open, str(marker), "w"),
-        "subprocess.call": Call(subprocess.call, ["touch", str(marker)]),
-        "functools.partial": Call(functools.partial(os.system, command)),
-        "numpy.savetxt": Call(np.savetxt, str(marker), np.zeros(1)),
+        "os.system": PicklePayload(os.system, command),
+        "builtins.eval": PicklePayload(builtins.eval, f"open({str(marker)!r}, 'w')"),
+        "builtins.exec": PicklePayload(builtins.exec, f"open({str(marker)!r}, 'w')"),
+        "builtins.open": PicklePayload(builtins.open, str(marker), "w"),
+        "subprocess.call": PicklePayload(subprocess.call, ["touch", str(marker)]),
+        "functools.partial": PicklePayload(functools.partial(os.system, command)),
+        "numpy.savetxt": PicklePayload(np.savetxt, str(marker), np.zeros(1)),
     }
     first = {name: call.function if name != "functools.partial" else functools.partial for name, call in calls.items()}
     return {name: (call, f"{first[name].__module__}.{first[name].__qualname__}") for name, call in calls.items()}
@@ -339,7 +329,7 @@ def test_convert(tmp_path: Path, source) -> None:
     assert (manifest["temperature"], manifest["pressure"], manifest["fluid"]) == (0.5, 2.93, "Kob Andersen")
     assert manifest["n_particles"] == N and manifest["density"] == pytest.approx(1.2, rel=1e-12)
     assert sorted(manifest["absent_fields"]) == sorted(BAPST_ABSENT_FIELDS)
-    assert set(OPTIONAL_FIELDS) - set(BAPST_ABSENT_FIELDS) == {"potential_energy", "msd"}
+    assert set(OPTIONAL_FIELDS) - set(LATER_FIELDS) - set(BAPST_ABSENT_FIELDS) == {"potential_energy", "msd", "propensity"}
     assert "without removing the centre-of-mass" in manifest["propensity_definition"]
     # stored points are (t2, t4, t3) in the files: sorted, with the map back to the file order
     stored_times = np.array(datas[0]["time"])[datas[0]["time_indices"]]

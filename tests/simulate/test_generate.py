@@ -73,6 +73,7 @@ def test_manifest_and_configurations(reference: Path) -> None:
     assert manifest["n_particles"] == 500 and manifest["temperature"] == 1.0 and manifest["density"] == 1.2
     assert manifest["q"] == 7.25 and manifest["propensity_definition"] == PROPENSITY_DEFINITION
     assert manifest["command"] == "equiglass generate reference"
+    assert "propensity_halves" in manifest
     # times are log-spaced, rounded to whole steps of 0.005, up to 2 tau_alpha_estimate
     np.testing.assert_allclose(manifest["times"], [0.05, 0.135, 0.355, 0.94, 2.5], rtol=1e-12)
     assert [entry["chain"] for entry in manifest["configurations"]] == [0, 0, 1, 1]
@@ -88,8 +89,19 @@ def test_manifest_and_configurations(reference: Path) -> None:
         assert -6.5 < fields["potential_energy"].mean() < -5.5  # u ~ -6.0 at T = 1
         assert np.all(np.diff(fields["propensity"].mean(axis=1)) > 0)  # particles move away on average
         assert np.all(fields["propensity"] ** 2 <= fields["msd"] * (1 + 1e-12))  # mean(|d|)^2 <= mean(|d|^2)
+        halves = fields["propensity_halves"]  # one replica each: their mean is the propensity
+        assert halves.shape == (2, 5, 500) and not np.array_equal(halves[0], halves[1])
+        np.testing.assert_allclose(halves.mean(axis=0), fields["propensity"], rtol=1e-12)
         fs = fields["self_intermediate_scattering"]
         assert 0.9 < fs[0] <= 1.0 and fs[-1] < 0.5 and np.all(np.diff(fs) < 0)
+
+
+def test_one_replica_has_no_halves(tmp_path: Path) -> None:
+    protocol = dataclasses.replace(TINY, replicas=1, n_configurations=1, configurations_per_chain=1)
+    assert generate(tmp_path, protocol, workers=0).complete
+    dataset = load_dataset(tmp_path)
+    assert dataset.manifest["absent_fields"] == ["propensity_halves"]
+    assert "propensity_halves" not in dataset.read(0)
 
 
 def test_workers_give_bit_identical_results(reference: Path, tmp_path: Path) -> None:
