@@ -12,6 +12,11 @@ Every Pearson value stands beside the noise ceiling of the same targets over the
 configurations (:mod:`equiglass.analysis.noise_ceiling`: the Pearson a perfect model would reach
 against R-replica targets) and the ratio Pearson / ceiling.
 
+Where the dataset stores the predictions of published models (GlassBench test files:
+``published_<MODEL>``, :data:`~equiglass.data.format.PUBLISHED_MODELS`), each is one more row,
+``"SE3 (published)"``, computed by the same metric on the same configurations and particles as
+the models evaluated (for models evaluated on different configurations, one row per set).
+
 ``equiglass evaluate RUN_OR_CHECKPOINT... DATASET`` compares any number of trained models
 on one dataset and writes ``pearson.md`` (rows model × type, columns times), ``pearson.csv``
 (one row per model, type and time) and ``pearson.png`` (Pearson vs time, the ceiling as a band).
@@ -34,11 +39,11 @@ import torch
 from torch_geometric.data import Data
 
 from equiglass.analysis.noise_ceiling import NoiseCeiling, dataset_ceiling
-from equiglass.data.format import atomic_write, load_dataset
+from equiglass.data.format import PUBLISHED_MODELS, Dataset, atomic_write, load_dataset
 from equiglass.data.geometry import particles_of_types
 from equiglass.errors import DataError
 from equiglass.metrics import PER_CONFIGURATION, pearson_per_timescale, pooled_pearson_per_timescale, summarise
-from equiglass.training.checkpoint import BEST_CHECKPOINT, TrainedModel, load_checkpoint
+from equiglass.training.checkpoint import BEST_CHECKPOINT, load_checkpoint
 from equiglass.training.rundir import RUN_RECORD
 
 if TYPE_CHECKING:
@@ -256,21 +261,20 @@ def held_out_indices(source: str | Path, dataset: str | Path) -> np.ndarray | No
 
 
 @torch.no_grad()
-def pearson_rows(label: str, trained: TrainedModel, graphs: Sequence[Data], ceiling: NoiseCeiling) -> list[PearsonRow]:
-    """One :class:`PearsonRow` per type in :data:`TYPE_NAMES` for ``trained``'s predictions on ``graphs``.
+def pearson_rows(
+    label: str, predictions: Sequence[torch.Tensor], graphs: Sequence[Data], ceiling: NoiseCeiling
+) -> list[PearsonRow]:
+    """One :class:`PearsonRow` per type in :data:`TYPE_NAMES` for ``predictions`` of ``graphs``' targets.
 
     Args:
         label: the rows' model name.
-        trained: a loaded model.
+        predictions: ``[N, T]`` per graph, in the order of ``graphs``.
         graphs: graphs of one dataset, as :meth:`TrainedModel.graphs` builds them; a particle
             enters only if every one of its targets exists (``target_mask``).
         ceiling: the noise ceiling of the targets of the same configurations.
     """
-    predictions, targets, present = [], [], []
-    for data in graphs:
-        predictions.append(trained.predict(data))
-        targets.append(data.y)
-        present.append(data.target_mask.all(dim=1))
+    targets = [data.y for data in graphs]
+    present = [data.target_mask.all(dim=1) for data in graphs]
     rows = []
     for code, name in enumerate(TYPE_NAMES):
         masks = [mask & particles_of_types(data.types, (code,)) for mask, data in zip(present, graphs)]
@@ -283,6 +287,26 @@ def pearson_rows(label: str, trained: TrainedModel, graphs: Sequence[Data], ceil
         rows.append(PearsonRow(label, name, mean.numpy(), std.numpy(), len(graphs), pooled.numpy(),
                                ceiling.values[code], ceiling.method))
     return rows
+
+
+def published_predictions(dataset: Dataset, indices: Sequence[int]) -> dict[str, list[torch.Tensor]]:
+    """The predictions of the published models (:data:`~equiglass.data.format.PUBLISHED_MODELS`) that
+    ``dataset`` stores (GlassBench test files: ``published_<MODEL>``), ``[N, T]`` float32 per configuration
+    of ``indices``, by model name; empty when it stores none.
+
+    Raises:
+        DataError: a configuration lacks a prediction that the first one has.
+    """
+    first = dataset.read(int(indices[0]))
+    names = [name for name in PUBLISHED_MODELS if f"published_{name}" in first]
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for index in indices:
+        fields = first if index == indices[0] else dataset.read(int(index))
+        for name in names:
+            if f"published_{name}" not in fields:
+                raise DataError(dataset.files[int(index)], f"lacks the published {name} predictions the other configurations have")
+            out[name].append(torch.from_numpy(np.ascontiguousarray(fields[f"published_{name}"].T, dtype=np.float32)))
+    return out
 
 
 def evaluate(
@@ -329,6 +353,7 @@ def evaluate(
         Path(out).mkdir(parents=True, exist_ok=True)  # an unusable output directory fails before the work
     rows: list[PearsonRow] = []
     labels: list[str] = []
+    evaluated: dict[tuple[int, ...] | None, tuple[str, list[Data]]] = {}  # configurations -> first model's label, graphs
     ceiling_of = functools.cache(lambda chosen: dataset_ceiling(opened, chosen))  # tuple of indices or None
     for source in models:
         label = model_label(source)
@@ -346,7 +371,14 @@ def evaluate(
                 raise ValueError(f"{source}: the run has no test configurations; evaluate with split 'all'")
         graphs = trained.graphs(dataset, indices=chosen)
         log.info("%s: evaluating on %d configurations of %s", labels[-1], len(graphs), dataset)
-        rows += pearson_rows(labels[-1], trained, graphs, ceiling_of(None if chosen is None else tuple(chosen.tolist())))
+        key = None if chosen is None else tuple(chosen.tolist())
+        rows += pearson_rows(labels[-1], [trained.predict(data) for data in graphs], graphs, ceiling_of(key))
+        evaluated.setdefault(key, (labels[-1], graphs))
+    for key, (label, graphs) in evaluated.items():
+        chosen = range(len(opened)) if key is None else key
+        for name, predictions in published_predictions(opened, chosen).items():
+            suffix = f", configurations of {label}" if len(evaluated) > 1 else ""
+            rows += pearson_rows(f"{name} (published{suffix})", predictions, graphs, ceiling_of(key))
     selection = split if indices is None else f"configurations {indices.tolist()}"
     table = PearsonTable(times, tuple(rows), Path(dataset), selection)
     if out is not None:

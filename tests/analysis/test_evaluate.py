@@ -25,7 +25,8 @@ from equiglass.analysis.evaluate import TYPE_NAMES, evaluate
 from equiglass.analysis.noise_ceiling import SPLIT_HALVES, UNKNOWN, dataset_ceiling
 from equiglass.analysis.predict import predict
 from equiglass.cli import main
-from equiglass.data.format import load_dataset
+from equiglass.data.format import load_dataset, write_configuration
+from equiglass.errors import DataError
 from equiglass.metrics import pearson_per_timescale
 from equiglass.training.checkpoint import load_checkpoint
 from equiglass.training.loop import train
@@ -152,6 +153,37 @@ def test_noise_ceiling_beside_every_pearson(tmp_path, runs):
     assert np.isclose(band[:, 1].max(), 1.0) and np.isclose(band[:, 1].min(), first.ceiling.min())
     assert "above the noise ceiling (A)" in [text.get_text() for text in axes.get_legend().get_texts()]
     plt.close(figure)
+
+
+def test_published_predictions_are_rows(tmp_path, runs):
+    """A dataset holding published models' predictions gets one row per model, by the same metric
+    on the same configurations and particles; a configuration lacking one is named."""
+    def published(k: int, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        noise = np.random.default_rng(100 + k).normal(0.0, 0.05, fields["propensity"].shape)
+        return {**fields, "published_SE3": fields["propensity"] * 2.0 + 1.0, "published_BOTAN": fields["propensity"] + noise}
+
+    bench = write_dataset(tmp_path / "bench", change=published)
+    table = evaluate([runs["equivariant"]], bench, [2, 5, 7])
+    assert [row.model for row in table.rows] == ["equivariant"] * 2 + ["BOTAN (published)"] * 2 + ["SE3 (published)"] * 2
+    np.testing.assert_allclose(table.row("SE3 (published)", "A").mean, 1.0, atol=1e-6)  # a linear map of the target
+    opened = load_dataset(bench)
+    for code, name in enumerate(TYPE_NAMES):
+        direct = []
+        for index in (2, 5, 7):
+            fields = opened.read(index)
+            chosen = torch.from_numpy(fields["types"] == code)
+            direct.append(pearson_per_timescale(torch.from_numpy(fields["published_BOTAN"].T).float(),
+                                                torch.from_numpy(fields["propensity"].T).float(), chosen))
+        row = table.row("BOTAN (published)", name)
+        np.testing.assert_allclose(row.mean, torch.stack(direct).mean(dim=0).numpy(), rtol=1e-5)
+        assert row.n_configurations == 3 and 0.3 < row.mean.min() < 0.999
+        np.testing.assert_array_equal(row.ceiling, table.row("equivariant", name).ceiling)
+
+    fields = opened.read(5)
+    del fields["published_SE3"]
+    write_configuration(opened.files[5], fields, **opened.checks())
+    with pytest.raises(DataError, match="configuration_00005.npz.*lacks the published SE3"):
+        evaluate([runs["equivariant"]], bench, [2, 5, 7])
 
 
 def test_split_all_indices_and_another_dataset(tmp_path, runs, dataset):
