@@ -84,6 +84,8 @@ def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directori
         assert results["labels"] == ["T0.44", "T0.64"]
         for matrix in results["matrices"].values():
             assert np.isfinite([[cell["mean"] for cell in row] for row in matrix]).all()
+            assert all(0.0 < cell["ceiling"] <= 1.0 for row in matrix for cell in row)  # Bapst files: R and msd known
+        assert "(ceiling 0." in (out / "results.md").read_text()
         assert (out / "temperatures.png").is_file()
     elif spec.kind == "transfer":
         table = results["tables"]["equivariant T0.44 -> T0.64"]

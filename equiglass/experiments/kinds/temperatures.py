@@ -50,18 +50,24 @@ def run(experiment: Experiment) -> dict[str, Any]:
 
 def cross_pearson(trained: Any, config: Any, facts: Mapping[str, Any], output: int, target: int) -> dict[str, float]:
     """Per-configuration Pearson (A) of output ``output`` against target time ``target`` on the
-    test configurations (``config``'s split) of the dataset described by ``facts``; mean, std, count."""
+    test configurations (``config``'s split) of the dataset described by ``facts``; mean, std, count,
+    and the noise ceiling of those targets (``ceiling``, None where unknown)."""
+    from equiglass.analysis.noise_ceiling import dataset_ceiling
+    from equiglass.data.format import load_dataset
     from equiglass.metrics import pearson_per_timescale, summarise
 
     dataset = Path(facts["path"])
+    test = config.split_of(facts["configurations"])["test"]
+    ceiling = float(dataset_ceiling(load_dataset(dataset), test).values[0, target])
     correlations = []
-    for data in trained.graphs(dataset, config.split_of(facts["configurations"])["test"]):
+    for data in trained.graphs(dataset, test):
         mask = data.target_mask.all(dim=1) & particles_of_types(data.types, (0,))
         prediction = trained.predict(data)[:, [output]]
         correlations.append(pearson_per_timescale(prediction, data.y[:, [target]], mask))
     mean, std = summarise(torch.stack(correlations))
     return {"mean": float(mean[0]), "std": float(std[0]), "configurations": len(correlations),
-            "output_time": float(trained.times[output]), "target_time": float(facts["times"][target])}
+            "output_time": float(trained.times[output]), "target_time": float(facts["times"][target]),
+            "ceiling": ceiling if np.isfinite(ceiling) else None}
 
 
 def plot_matrices(matrices: Mapping[str, list[list[dict[str, float]]]], labels: Sequence[str], path: Path) -> None:
@@ -89,10 +95,16 @@ def markdown(results: Mapping[str, Any]) -> list[str]:
     labels = results["labels"]
     lines = []
     for name, matrix in results["matrices"].items():
-        lines += [f"## {name}: Pearson (A) at t ≈ τ_α, per configuration, mean ± std over test configurations",
+        lines += [f"## {name}: Pearson (A) at t ≈ τ_α, per configuration, mean ± std over test configurations "
+                  "(in parentheses: the noise ceiling of those targets)",
                   "", "| trained at \\ tested at | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         for label, row in zip(labels, matrix):
-            lines.append(f"| {label} | " + " | ".join(f"{c['mean']:.3f} ± {c['std']:.3f}" for c in row) + " |")
+            lines.append(f"| {label} | " + " | ".join(f"{c['mean']:.3f} ± {c['std']:.3f} ({_ceiling(c)})" for c in row) + " |")
         lines.append("")
     lines.append(f"![temperature matrix]({results['plot']})")
     return lines
+
+
+def _ceiling(cell: Mapping[str, Any]) -> str:
+    """``ceiling 0.918`` or ``ceiling unknown`` (older results have no ceiling)."""
+    return "ceiling unknown" if cell.get("ceiling") is None else f"ceiling {cell['ceiling']:.3f}"
