@@ -243,7 +243,11 @@ def held_out_indices(source: str | Path, dataset: str | Path) -> np.ndarray | No
     """The test configurations of the run that ``source`` belongs to, if ``dataset`` is that run's dataset.
 
     Returns None (meaning every configuration) when ``source`` is not part of a run or the
-    run was trained on another dataset.
+    run was trained on another dataset (its ``[data] test_dataset``, say).
+
+    Raises:
+        ValueError: the run kept no test configurations of ``dataset`` because it names a
+            ``test_dataset`` (the message names it).
     """
     run = run_directory(source)
     if run is None:
@@ -257,6 +261,9 @@ def held_out_indices(source: str | Path, dataset: str | Path) -> np.ndarray | No
         raise DataError(path, f"cannot read the dataset and test split of the run: {error}") from error
     if trained_on.resolve() != Path(dataset).resolve():
         return None
+    if indices.size == 0 and "test_dataset" in record:
+        raise ValueError(f"{source}: the run is tested on its [data] test_dataset {record['test_dataset']}: "
+                         "evaluate it on that dataset")
     return indices
 
 

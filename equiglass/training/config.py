@@ -8,6 +8,10 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     with_potential_energy = false      # attach the per-particle potential energy to the graphs
     cutoff = 2.0                       # neighbour cutoff of the graphs (LJ units)
     split = [0.8, 0.1, 0.1]            # train / validation / test: fractions, or counts such as [16, 4, 4]
+    # validation_dataset = "../../data/other"          # unset: validate on every configuration of this dataset
+    # test_dataset = "../../data/shiba-T0.44/test"      # unset: the dataset the run is tested on; the split's size
+                                                        # for each must be 0 (GlassBench: train on files 1-400, test
+                                                        # on 401-500 with split = [0.9, 0.1, 0] and test_dataset)
     split_seed = 0
     particle_types = [0]               # species of the loss and the validation metric (0 = A)
 
@@ -83,6 +87,11 @@ class DataConfig:
         split: train / validation / test sizes, fractions (floats) or counts (integers).
         split_seed: seed of :func:`~equiglass.data.graphs.split_indices`.
         particle_types: species whose propensities enter the loss and the validation metric.
+        validation_dataset: when given, every configuration of this dataset validates (and
+            ``split`` must give no validation configuration).
+        test_dataset: when given, the dataset the run is to be tested on (``equiglass evaluate RUN
+            TEST_DATASET``; recorded in ``run.json``), and ``split`` must give no test configuration.
+            Both must store the same times as ``dataset``; relative paths are relative to the file.
     """
 
     dataset: Path
@@ -92,6 +101,8 @@ class DataConfig:
     split: tuple[int, ...] | tuple[float, ...] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     particle_types: tuple[int, ...] = (0,)
+    validation_dataset: Path | None = None
+    test_dataset: Path | None = None
 
     def __post_init__(self) -> None:
         if self.positions not in POSITION_FIELDS:
@@ -100,8 +111,14 @@ class DataConfig:
             raise ValueError(f"cutoff must be positive, got {self.cutoff}")
         if len(self.split) != 3 or any(not value >= 0 for value in self.split):
             raise ValueError(f"split must give three non-negative sizes (train, validation, test), got {list(self.split)}")
-        if self.split[0] == 0 or self.split[1] == 0:
-            raise ValueError(f"split needs training and validation configurations, got {list(self.split)}")
+        if self.split[0] == 0:
+            raise ValueError(f"split needs training configurations, got {list(self.split)}")
+        if self.split[1] == 0 and self.validation_dataset is None:
+            raise ValueError(f"split needs validation configurations (or a validation_dataset), got {list(self.split)}")
+        for part, name, other in ((1, "validation", self.validation_dataset), (2, "test", self.test_dataset)):
+            if other is not None and self.split[part] != 0:
+                raise ValueError(f"split gives {name} configurations {list(self.split)} while {name}_dataset is set: "
+                                 f"make its {name} size 0")
         if not self.particle_types or len(set(self.particle_types)) != len(self.particle_types) or any(
             kind not in (0, 1) for kind in self.particle_types
         ):
@@ -265,7 +282,11 @@ def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
         raise ConfigError(path, "[model] lacks the key 'kind' (equivariant, bapst or ridge)")
 
     data = _section(DataConfig, tables["data"], path, "data")
-    data = dataclasses.replace(data, dataset=(path.parent / data.dataset).resolve())
+    data = dataclasses.replace(data, **{
+        key: (path.parent / value).resolve()
+        for key in ("dataset", "validation_dataset", "test_dataset")
+        if (value := getattr(data, key)) is not None
+    })
     model = _model_section(tables["model"], path)
     train = _section(TrainConfig, tables["train"], path, "train")
     entry, _ = model_kind(model)

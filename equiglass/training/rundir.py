@@ -88,7 +88,8 @@ def run_record(
     Args:
         config: the run's config.
         dataset: the dataset directory.
-        split: part name -> configuration indices.
+        split: part name -> configuration indices (of ``validation_dataset``, ``test_dataset``
+            where the config names them; recorded too).
         model: the model to train (its trainable parameters are counted).
         device: where it trains.
     """
@@ -108,6 +109,8 @@ def run_record(
         "manifest": str((dataset / MANIFEST_NAME).resolve()),
         "manifest_sha256": file_sha256(dataset / MANIFEST_NAME),
         "split": {name: indices.tolist() for name, indices in split.items()},
+        **{key: str(value) for key in ("validation_dataset", "test_dataset")
+           if (value := getattr(config.data, key)) is not None},
         "model_kind": config.kind,
         "n_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "device": str(device),

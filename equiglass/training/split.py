@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from equiglass.data.format import MANIFEST_NAME, load_dataset
 from equiglass.data.geometry import particles_of_types
 from equiglass.data.graphs import PropensityDataset
 from equiglass.errors import ConfigError, DataError, EquiglassError
@@ -36,6 +37,9 @@ class Split:
 def split_graphs(config: RunConfig, dataset: Any) -> Split:
     """Split the configurations of ``dataset`` as ``[data] split`` says and open the training and validation graphs.
 
+    With ``[data] validation_dataset``, every configuration of that dataset validates (``indices["validation"]``
+    are then its indices).
+
     Builds every training and validation graph (they are cached for the run).
 
     Raises:
@@ -44,10 +48,14 @@ def split_graphs(config: RunConfig, dataset: Any) -> Split:
         DataError: (naming the configuration file) a propensity beyond float32's range.
     """
     indices = config.split_of(len(dataset))
+    sources = {"train": dataset, "validation": dataset}
+    if config.data.validation_dataset is not None:
+        sources["validation"] = _same_times(load_dataset(config.data.validation_dataset), dataset)
+        indices["validation"] = np.arange(len(sources["validation"]), dtype=np.int64)
     if len(indices["train"]) == 0 or len(indices["validation"]) == 0:
         raise ConfigError(config.path, f"[data] split {list(config.data.split)} of {len(dataset)} configurations "
                                      "leaves no training or no validation configuration")
-    graphs = {name: _graphs(config, dataset, indices[name]) for name in ("train", "validation")}
+    graphs = {name: _graphs(config, sources[name], indices[name]) for name in ("train", "validation")}
     for name, part in graphs.items():
         try:
             _check_float32_targets(part)
@@ -57,12 +65,24 @@ def split_graphs(config: RunConfig, dataset: Any) -> Split:
             raise ConfigError(config.path, f"[data] cutoff: {error}") from None
         kept = _with_loss_particles(part, config.data.particle_types, name)
         if len(kept) == 0:
-            raise DataError(dataset.directory, f"no {name} configuration has a particle of the loss types "
+            raise DataError(sources[name].directory, f"no {name} configuration has a particle of the loss types "
                                                f"{list(config.data.particle_types)} with a target")
         if len(kept) < len(part.indices):
             indices[name] = kept
-            graphs[name] = _graphs(config, dataset, kept)
+            graphs[name] = _graphs(config, sources[name], kept)
     return Split(indices, graphs["train"], graphs["validation"])
+
+
+def _same_times(other: Any, dataset: Any) -> Any:
+    """``other`` (a :class:`~equiglass.data.format.Dataset`) if it stores ``dataset``'s times.
+
+    Raises:
+        DataError: naming ``other``'s manifest, when its times differ.
+    """
+    if other.times.shape != dataset.times.shape or not np.allclose(other.times, dataset.times, rtol=1e-9, atol=0):
+        raise DataError(other.directory / MANIFEST_NAME, f"stores times {other.times.tolist()}, the training dataset "
+                                                         f"{dataset.directory} {dataset.times.tolist()}")
+    return other
 
 
 def _graphs(config: RunConfig, dataset: Any, indices: np.ndarray) -> PropensityDataset:
