@@ -344,6 +344,31 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_render(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "render",
+        help="draw one configuration: a slab coloured by measured and by predicted propensity, and their scatter",
+        description=(
+            "For configuration K of DATASET, one row per time: the particles of a slab of the box coloured by "
+            "measured and by predicted propensity side by side, and predicted against measured propensity over "
+            "every particle with the Pearson of each species. Writes OUT/propensity_<configuration>.png."
+        ),
+    )
+    parser.add_argument("checkpoint", type=Path, help="checkpoint file, or run directory (its best.pt)")
+    parser.add_argument("dataset", type=Path, help="dataset directory (with measured propensity)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (created if needed)")
+    parser.add_argument("--configuration", type=int, default=0, metavar="K", help="configuration index (default 0)")
+    parser.add_argument("--thickness", type=float, default=1.5, help="slab thickness, LJ units (default 1.5)")
+    parser.set_defaults(run=_run_render)
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from equiglass.analysis.render import render
+
+    print(f"written: {render(args.checkpoint, args.dataset, args.out, args.configuration, args.thickness)}")
+    return 0
+
+
 def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
@@ -490,6 +515,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _register_import,
     _register_train,
     _register_evaluate,
+    _register_render,
     _register_predict,
     _register_check_equivariance,
     _register_demo,

@@ -76,10 +76,12 @@ def run_demo(
     models: Sequence[str] = DEMO_MODELS,
     configs: str | Path = DEMO_CONFIGS,
 ) -> DemoResult:
-    """Train every model of ``models`` (resuming), evaluate them on the test split, write the table.
+    """Train every model of ``models`` (resuming), evaluate them on the test split, write the table and a picture.
 
     Args:
-        out: directory of the runs (``out/<model>``) and of ``pearson.{md,csv,png}``.
+        out: directory of the runs (``out/<model>``), of ``pearson.{md,csv,png}`` and of
+            ``propensity_<configuration>.png`` (the first model on its first test configuration,
+            :mod:`equiglass.analysis.render`).
         epochs: override the configs' number of epochs (None: as configured).
         models: demo model names (see :data:`ALL_DEMO_MODELS`).
         configs: directory holding ``demo_<model>.toml``; the models are evaluated on the
@@ -88,7 +90,8 @@ def run_demo(
     Returns:
         The runs, the table and the wall time.
     """
-    from equiglass.analysis.evaluate import evaluate
+    from equiglass.analysis.evaluate import evaluate, held_out_indices
+    from equiglass.analysis.render import render
     from equiglass.training.config import load_config
     from equiglass.training.loop import train
 
@@ -103,4 +106,6 @@ def run_demo(
         log.info("demo: training %s (%s) in %s", name, config.path, runs[name])
         train(config, runs[name], resume=True, epochs=epochs)
     table = evaluate(list(runs.values()), datasets[0], out=out, split="test")
+    first = next(iter(runs.values()))
+    render(first, datasets[0], out, configuration=int(held_out_indices(first, datasets[0])[0]))
     return DemoResult(runs, table, time.perf_counter() - start)

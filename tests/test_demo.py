@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,8 @@ def test_demo_end_to_end_on_tiny_configs_then_resume(tmp_path, dataset, capsys):
         assert f"| {name} | A | 2 |" in printed and f"| {name} | B | 2 |" in printed
     assert "per-configuration" in printed and "wall time:" in printed
     assert {"pearson.md", "pearson.csv", "pearson.png"} <= {path.name for path in out.iterdir()}
+    test_configuration = json.loads((out / DEMO_MODELS[0] / "run.json").read_text())["split"]["test"][0]
+    assert (out / f"propensity_configuration_{test_configuration:05d}.png").is_file()  # the first model, held out
     assert len((out / "pearson.md").read_text().splitlines()) == 4 + 2 * len(DEMO_MODELS)
 
     # rerun with more epochs: the networks continue from their last.pt, the ridge fit is kept
