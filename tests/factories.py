@@ -255,20 +255,9 @@ def dump_bapst(path: str | Path, data: Any) -> Path:
     return path
 
 
-def write_bapst_file(
-    path: str | Path,
-    rng: np.random.Generator,
-    n_particles: int = 512,
-    n_times: int = 3,
-    n_trajectories: int = 4,
-    temperature: float = 0.5,
-    *,
-    stacked_velocities: bool = False,
-) -> dict[str, Any]:
-    """Write a miniature Bapst file (see :func:`make_bapst_data`) and return its dict."""
-    data = make_bapst_data(
-        rng, n_particles, n_times, n_trajectories, temperature, stacked_velocities=stacked_velocities
-    )
+def write_bapst_file(path: str | Path, rng: np.random.Generator, *args: Any, **options: Any) -> dict[str, Any]:
+    """Write a miniature Bapst file of :func:`make_bapst_data` ``(rng, *args, **options)`` and return its dict."""
+    data = make_bapst_data(rng, *args, **options)
     dump_bapst(path, data)
     return data
 

@@ -296,6 +296,17 @@ def pearson_rows(
     return rows
 
 
+def require_model_times(source: str | Path, model_times: Sequence[float], dataset: str | Path, times: np.ndarray) -> None:
+    """Check that the model of ``source`` predicts at ``times`` [T] (LJ units), those of ``dataset``.
+
+    Raises:
+        ValueError: naming both, when the times differ (in number or, relatively, by more than 1e-6).
+    """
+    model_times = np.asarray(model_times, dtype=np.float64)
+    if model_times.shape != times.shape or not np.allclose(model_times, times, rtol=1e-6):
+        raise ValueError(f"{source} predicts at times {model_times.tolist()}, dataset {dataset} stores {times.tolist()}")
+
+
 def published_predictions(dataset: Dataset, indices: Sequence[int]) -> dict[str, list[torch.Tensor]]:
     """The predictions of the published models (:data:`~equiglass.data.format.PUBLISHED_MODELS`) that
     ``dataset`` stores (GlassBench test files: ``published_<MODEL>``), ``[N, T]`` float32 per configuration
@@ -366,11 +377,7 @@ def evaluate(
         label = model_label(source)
         labels.append(label if label not in labels else f"{label} ({len(labels) + 1})")
         trained = load_checkpoint(source)
-        model_times = np.asarray(trained.times, dtype=np.float64)
-        if model_times.shape != times.shape or not np.allclose(model_times, times, rtol=1e-6):
-            raise ValueError(
-                f"{source} predicts at times {model_times.tolist()}, dataset {dataset} stores {times.tolist()}"
-            )
+        require_model_times(source, trained.times, dataset, times)
         chosen = indices
         if chosen is None and split == "test":
             chosen = held_out_indices(source, dataset)

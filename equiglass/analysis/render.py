@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from equiglass.analysis.evaluate import require_model_times
 from equiglass.data.format import atomic_write, load_dataset
 from equiglass.errors import DataError
 from equiglass.metrics import pearson_per_timescale
@@ -109,8 +110,7 @@ def render(
     opened = load_dataset(dataset)
     opened.require_targets("rendering measured against predicted propensity")
     trained = load_checkpoint(checkpoint)
-    if not np.allclose(np.asarray(trained.times), opened.times, rtol=1e-6) or len(trained.times) != len(opened.times):
-        raise ValueError(f"{checkpoint} predicts at times {list(trained.times)}, dataset {dataset} stores {opened.times.tolist()}")
+    require_model_times(checkpoint, trained.times, dataset, opened.times)
     if not 0 <= configuration < len(opened):
         raise DataError(opened.directory, f"has {len(opened)} configurations, no configuration {configuration}")
     path = opened.files[configuration]
