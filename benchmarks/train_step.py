@@ -42,6 +42,13 @@ units can do, and is comparable across machines where absolute times are not.
     python benchmarks/train_step.py --quick --profile       # also a torch.profiler table of one equivariant step
     python benchmarks/train_step.py --models equivariant bapst --batch-sizes 1   # the roofline of the issue's step
     python benchmarks/train_step.py --compile --models equivariant bapst --batch-sizes 1   # torch.compile
+    python benchmarks/train_step.py --message-sum both --models equivariant --batch-sizes 1   # kernel vs PyTorch
+
+Message sum (``--message-sum``, CPU, fused tensor product): ``compiled`` (what the model runs
+where a C compiler works, :mod:`equiglass.nn.message_sum`), ``pytorch`` (its PyTorch operators,
+what runs on GPUs and ran on CPUs before the kernel), or ``both``: every equivariant model
+measured both ways in this one process (the second as ``<model>/pytorch``), with the speed-ups
+``compiled_kernel_speedup`` (PyTorch time over kernel time, train step and inference).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,6 +99,7 @@ from equiglass.data.format import configuration_filename, write_configuration, w
 from equiglass.data.graphs import PropensityDataset
 from equiglass.nn.convolution import TENSOR_PRODUCTS, EquivariantConvolution, SphericalCouplings
 from equiglass.nn.embedding import NodeEmbedding
+from equiglass.nn.message_sum import kernel_available
 from equiglass.nn.radial import RadialEmbedding
 from equiglass.nn.registry import build_model
 from equiglass.training.config import PRECISIONS
@@ -355,6 +364,8 @@ def parse_arguments() -> argparse.Namespace:
                         help="skip a point predicted to need more than this fraction of the available memory")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="autocast the forward passes to this dtype, as [train] precision does")
+    parser.add_argument("--message-sum", choices=("compiled", "pytorch", "both"), default="compiled",
+                        help="the fused tensor product's CPU message sum (see the module docstring)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile(dynamic=True) every model; the first warm-up call of each phase compiles")
     add_cpu_options(parser)
@@ -384,6 +395,26 @@ def time_loading_both_ways(
     return graphs, {"uncached": uncached, "cached": cached}
 
 
+@contextmanager
+def pytorch_message_sum(enabled: bool) -> Iterator[None]:
+    """Within: the fused tensor product sums messages with PyTorch operators (``enabled``) or as the model would."""
+    previous = os.environ.get("EQUIGLASS_COMPILED_KERNELS")
+    if enabled:
+        os.environ["EQUIGLASS_COMPILED_KERNELS"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("EQUIGLASS_COMPILED_KERNELS", None)
+        else:
+            os.environ["EQUIGLASS_COMPILED_KERNELS"] = previous
+
+
+def _seconds(entry: dict[str, Any], phase: str) -> float:
+    """Median seconds of ``phase`` at the smallest batch size of a model's entry (NaN where it did not run)."""
+    return entry["results"][0][phase].get("seconds", math.nan)
+
+
 def main() -> None:
     args = parse_arguments()
     apply_cpu_options(args)
@@ -391,6 +422,7 @@ def main() -> None:
     suffix = ("" if args.tensor_product == "fused" else f"-{args.tensor_product}") + ("-compile" if args.compile else "") + (
         "" if args.precision == "float32" else f"-{args.precision}") + (
         "" if args.malloc == "retain" else "-malloc-default") + (
+        "" if args.message_sum == "compiled" else f"-message-sum-{args.message_sum}") + (
         "-quick" if args.quick else "")
     out = args.out or RESULTS / f"train_step-{device.type}{suffix}.json"
 
@@ -407,7 +439,14 @@ def main() -> None:
 
     print(f"{'model':>20} {'batch':>5} {'train s':>9} {'train p/s':>10} {'train MiB':>9} {'rep':>3} "
           f"{'infer s':>9} {'infer p/s':>10} {'infer MiB':>9} {'rep':>3}")
-    models = {name: benchmark_model(name, graphs, args.batch_sizes, device, args) for name in args.models}
+    models: dict[str, Any] = {}
+    for name in args.models:
+        equivariant = name != "bapst"
+        for message_sum in (("compiled", "pytorch") if args.message_sum == "both" else (args.message_sum,)):
+            if message_sum == "compiled" or equivariant:
+                with pytorch_message_sum(message_sum == "pytorch"):
+                    label = f"{name}/pytorch" if args.message_sum == "both" and message_sum == "pytorch" else name
+                    models[label] = benchmark_model(name, graphs, args.batch_sizes, device, args)
     steps = {
         name: {row["batch_size"]: row["train"]["seconds"] for row in entry["results"] if "seconds" in row["train"]}
         for name, entry in models.items()
@@ -424,6 +463,14 @@ def main() -> None:
         "loading_s": loading,
         "models": models,
     }
+    payload["compiled_kernel_available"] = kernel_available()
+    if args.message_sum == "both":
+        payload["compiled_kernel_speedup"] = speedups = {
+            name: {phase: _seconds(models[f"{name}/pytorch"], phase) / _seconds(models[name], phase)
+                   for phase in ("train", "inference")}
+            for name in args.models if f"{name}/pytorch" in models
+        }
+        print(f"compiled_kernel_speedup (batch {min(args.batch_sizes)}): {speedups}")
     if {"equivariant_matched", "bapst"} <= steps.keys():
         matched, bapst = steps["equivariant_matched"], steps["bapst"]
         ratios = {b: matched[b] / bapst[b] for b in args.batch_sizes if b in matched and b in bapst}
@@ -447,7 +494,8 @@ def main() -> None:
                   + ", ".join(f"batch {b}: {f:.4f}" for b, f in by_batch.items()))
     if args.profile:
         table = out.with_name(f"train_step-profile-{device.type}{suffix}.txt")
-        payload["profile"] = profile_training_step(graphs[0], device, args.tensor_product, table)
+        with pytorch_message_sum(args.message_sum == "pytorch"):
+            payload["profile"] = profile_training_step(graphs[0], device, args.tensor_product, table)
     payload["load_average_end_1_5_15"] = load_average()
     write_json(out, payload)
 

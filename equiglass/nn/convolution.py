@@ -7,6 +7,7 @@ Edge convention (see :mod:`equiglass.data.graphs`): ``edge_index[0] = j`` is the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -15,6 +16,7 @@ from e3nn.nn import BatchNorm, FullyConnectedNet, Gate
 from torch import nn
 
 from equiglass.nn.cuequivariance import CuEquivarianceTensorProduct
+from equiglass.nn.message_sum import DTYPES, Neighbourhoods, PathTable, kernel_available, message_sum, to_channels_first, to_channels_last
 
 
 def _uvu_instructions(
@@ -87,6 +89,28 @@ def _w3j_name(triple: Triple) -> str:
     return "w3j_{}_{}_{}".format(*triple)
 
 
+@dataclass(frozen=True)
+class SharedEdges:
+    """What the fused convolutions compute from the edges once per forward and every layer shares.
+
+    ``couplings``: :class:`SphericalCouplings` of the edges. ``neighbourhoods``: the edges
+    grouped by centre and by source for the compiled CPU kernel
+    (:class:`~equiglass.nn.message_sum.Neighbourhoods`), None where it is not used.
+    """
+
+    couplings: dict[Triple, torch.Tensor]
+    neighbourhoods: Neighbourhoods | None
+
+    @classmethod
+    def of(cls, spherical_couplings: SphericalCouplings, edge_sh: torch.Tensor, edge_index: torch.Tensor, n_nodes: int) -> SharedEdges:
+        """``edge_sh [E, irreps_sh.dim]``, ``edge_index [2, E]`` of a graph of ``n_nodes`` -> the shared terms.
+
+        The kernel runs in eager mode on CPUs; under :func:`torch.compile` the PyTorch operators
+        are traced instead (the compiler fuses them itself, and the kernel is opaque to it)."""
+        on_kernel = not torch.compiler.is_compiling() and edge_sh.device.type == "cpu" and kernel_available()
+        return cls(spherical_couplings(edge_sh), Neighbourhoods.of(edge_index, n_nodes) if on_kernel else None)
+
+
 def _edge_autocast(device_type: str, edge_precision: torch.dtype | None) -> torch.autocast:
     """:func:`torch.autocast` to ``edge_precision``, or autocast disabled when it is None."""
     return torch.autocast(device_type, dtype=edge_precision, enabled=edge_precision is not None)
@@ -121,7 +145,7 @@ class EquivariantConvolution(nn.Module):
         avg_num_neighbours: the normaliser :math:`\bar n`.
 
     Shapes: ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
-    ``edge_radial [E, num_basis]``, optional ``couplings`` (see :class:`FusedConvolution`)
+    ``edge_radial [E, num_basis]``, optional ``edges`` (:class:`SharedEdges`)
     -> ``[N, irreps_out.dim]``.
     """
 
@@ -174,7 +198,7 @@ class EquivariantConvolution(nn.Module):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         edge_radial: torch.Tensor,
-        couplings: dict[Triple, torch.Tensor] | None = None,
+        edges: SharedEdges | None = None,
         edge_precision: torch.dtype | None = None,
     ) -> torch.Tensor:
         """``x [N, irreps_in.dim]`` -> ``[N, irreps_out.dim]``; see the class docstring.
@@ -187,7 +211,7 @@ class EquivariantConvolution(nn.Module):
         x = self.linear_in(x)
         with _edge_autocast(x.device.type, edge_precision):
             weights = self.radial(edge_radial)
-        summed = self.message_sum(x, edge_index, edge_sh, weights, couplings, edge_precision)
+        summed = self.message_sum(x, edge_index, edge_sh, weights, edges, edge_precision)
         return self.linear_out(summed / self.avg_num_neighbours)
 
     def message_sum(
@@ -196,7 +220,7 @@ class EquivariantConvolution(nn.Module):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         weights: torch.Tensor,
-        couplings: dict[Triple, torch.Tensor] | None,
+        edges: SharedEdges | None,
         edge_precision: torch.dtype | None,
     ) -> torch.Tensor:
         """Sum over each node's incoming edges of :attr:`tensor_product` ``(x[source], edge_sh, weights)``.
@@ -204,7 +228,7 @@ class EquivariantConvolution(nn.Module):
         ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
         ``weights [E, weight_numel]`` (e3nn instruction order; in ``edge_precision`` under
         mixed precision) -> ``[N, irreps_mid.dim]`` in the dtype of ``x`` (the layout of the
-        e3nn module's output). ``couplings`` and ``edge_precision``: see :class:`FusedConvolution`.
+        e3nn module's output). ``edges`` and ``edge_precision``: see :class:`FusedConvolution`.
         """
         raise NotImplementedError
 
@@ -222,7 +246,7 @@ class E3nnConvolution(EquivariantConvolution):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         weights: torch.Tensor,
-        couplings: dict[Triple, torch.Tensor] | None,
+        edges: SharedEdges | None,
         edge_precision: torch.dtype | None,
     ) -> torch.Tensor:
         """See :meth:`EquivariantConvolution.message_sum`."""
@@ -234,15 +258,19 @@ class E3nnConvolution(EquivariantConvolution):
 class FusedConvolution(EquivariantConvolution):
     """:class:`EquivariantConvolution` with a fused tensor product (the default, faster: see benchmarks/README.md).
 
-    One batched matrix product ``(w_e[u] x_j[u, :]) @ C_e`` per path with the edge couplings
-    ``C_e`` of :class:`SphericalCouplings` (computed once per forward and shared by all
-    layers when the model passes them as ``couplings``, a superset of :attr:`triples`),
-    summed at the nodes path by path. It avoids e3nn's per-path slicing of the inputs and
-    weights (whose backward writes a zero-filled copy of the whole input per path) and the
-    concatenation of the ``[E, 560]`` messages (default model). It uses the instructions,
-    path weights and output layout of the e3nn module. Under mixed precision
-    (``edge_precision``) the couplings and matrix products run under autocast; the node sums
-    are in the dtype of ``x``.
+    The per-edge couplings ``C_e`` of :class:`SphericalCouplings` (computed once per forward
+    and shared by all layers when the model passes ``edges``, :class:`SharedEdges`; their
+    triples a superset of :attr:`triples`) turn each path into a small matrix product
+    ``(w_e[u] x_j[u, :]) @ C_e``. It uses the instructions, path weights and output layout of
+    the e3nn module. Two implementations of the neighbour sum, equal to float rounding:
+
+    * on CPUs, the compiled kernel of :mod:`equiglass.nn.message_sum` (one pass over each
+      centre's edges, no per-edge message stored), in the dtype of ``x``
+      (``edge_precision`` then applies to the radial MLP only);
+    * elsewhere (GPUs, under :func:`torch.compile`, or where no C compiler works), PyTorch operators: one batched matrix
+      product per path, summed at the nodes path by path, so the ``[E, irreps_mid.dim]``
+      messages are never concatenated; under mixed precision (``edge_precision``) the
+      couplings and products run under autocast and the node sums in the dtype of ``x``.
     """
 
     def build_backend(self) -> None:
@@ -263,8 +291,14 @@ class FusedConvolution(EquivariantConvolution):
             raise AssertionError("every tensor-product path must have its own output slot")
         self.path_sizes = [self.irreps_in[ins.i_in1].mul for ins in self.tensor_product.instructions]
         self.input_shapes = [(mul, ir.dim) for mul, ir in self.irreps_in]  # plain ints: no e3nn objects in forward
-        self.triples = {path[1] for path in self.paths}
+        self.output_shapes = [(mul, ir.dim) for mul, ir in irreps_mid]
+        self.triples = sorted({path[1] for path in self.paths})
         self.spherical_couplings = SphericalCouplings(self.irreps_sh, self.triples)
+        self.path_table = PathTable.build(
+            self.input_shapes,
+            [(i_in, self.triples.index(triple), i_out, weight) for i_in, triple, i_out, weight in self.paths],
+            self.output_shapes,
+        )
 
     def message_sum(
         self,
@@ -272,26 +306,29 @@ class FusedConvolution(EquivariantConvolution):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         weights: torch.Tensor,
-        couplings: dict[Triple, torch.Tensor] | None,
+        edges: SharedEdges | None,
         edge_precision: torch.dtype | None,
     ) -> torch.Tensor:
-        """See :meth:`EquivariantConvolution.message_sum`.
-
-        One batched matrix product per path (the per-edge weights multiply the smaller of its
-        input and output), summed at the nodes path by path, so the ``[E, irreps_mid.dim]``
-        messages are never concatenated; the path weight is applied to the node sums.
-        ``couplings`` of :class:`SphericalCouplings`, computed here when None.
-        """
+        """See :meth:`EquivariantConvolution.message_sum`; ``edges`` computed here when None."""
+        if edges is None:
+            edges = SharedEdges.of(self.spherical_couplings, edge_sh, edge_index, x.shape[0])
+        if edges.neighbourhoods is not None and x.dtype in DTYPES:
+            summed = message_sum(
+                to_channels_last(x, self.input_shapes),
+                weights.to(x.dtype),
+                [edges.couplings[triple].to(x.dtype) for triple in self.triples],
+                self.path_table,
+                edges.neighbourhoods,
+            )
+            return to_channels_first(summed, self.output_shapes)
         with _edge_autocast(x.device.type, edge_precision):
-            if couplings is None:
-                couplings = self.spherical_couplings(edge_sh)
             source, target = edge_index
             n_edges, n_nodes = source.shape[0], x.shape[0]
             sources = x[source].split([mul * dim for mul, dim in self.input_shapes], dim=1)
             features = [part.reshape(n_edges, mul, dim) for part, (mul, dim) in zip(sources, self.input_shapes)]
             sums: list[torch.Tensor] = [x] * len(self.paths)
             for (i_in, triple, i_out, path_weight), weight in zip(self.paths, weights.split(self.path_sizes, dim=1)):
-                feature, coupling = features[i_in], couplings[triple]
+                feature, coupling = features[i_in], edges.couplings[triple]
                 if coupling.shape[2] < coupling.shape[1]:
                     message = torch.bmm(feature, coupling) * weight.unsqueeze(-1)
                 else:
@@ -319,7 +356,7 @@ class CuEquivarianceConvolution(EquivariantConvolution):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         weights: torch.Tensor,
-        couplings: dict[Triple, torch.Tensor] | None,
+        edges: SharedEdges | None,
         edge_precision: torch.dtype | None,
     ) -> torch.Tensor:
         """See :meth:`EquivariantConvolution.message_sum`."""
@@ -377,7 +414,7 @@ class InteractionBlock(nn.Module):
         batch_norm: use :class:`e3nn.nn.BatchNorm` (True) or nothing.
 
     Shapes: ``x [N, irreps_in.dim]``, ``edge_index [2, E]``, ``edge_sh [E, irreps_sh.dim]``,
-    ``edge_radial [E, num_basis]``, optional ``couplings`` and ``edge_precision`` (see
+    ``edge_radial [E, num_basis]``, optional ``edges`` and ``edge_precision`` (see
     :class:`EquivariantConvolution`) -> ``[N, irreps_out.dim]``.
     """
 
@@ -420,10 +457,10 @@ class InteractionBlock(nn.Module):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         edge_radial: torch.Tensor,
-        couplings: dict[Triple, torch.Tensor] | None = None,
+        edges: SharedEdges | None = None,
         edge_precision: torch.dtype | None = None,
     ) -> torch.Tensor:
         """``x [N, irreps_in.dim]`` -> ``[N, irreps_out.dim]``; see the class docstring."""
-        h = self.convolution(x, edge_index, edge_sh, edge_radial, couplings, edge_precision) + self.self_interaction(x)
+        h = self.convolution(x, edge_index, edge_sh, edge_radial, edges, edge_precision) + self.self_interaction(x)
         h = self.gate(self.norm(h))
         return x + h if self.residual else h

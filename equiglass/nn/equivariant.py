@@ -4,7 +4,8 @@ Pipeline (nequip/MACE style; irreps are declared once, in :class:`EquivariantCon
 
     types (+ potential energy) --NodeEmbedding--> ``C x 0e``
     edge vectors --SphericalHarmonics--> ``Y(r̂)`` (once per forward, shared by all layers;
-        so are its Clebsch-Gordan couplings, for the fused tensor product)
+        so are its Clebsch-Gordan couplings and, on CPUs, the edges grouped by node, for the
+        fused tensor product: SharedEdges)
     edge lengths --RadialEmbedding--> Bessel basis × polynomial cutoff
     n_layers × InteractionBlock --> ``C x 0e + C x 1o + ... + C x l_max``, last layer ``C x 0e``
     l = 0 channels (last layer, or all layers concatenated) --MLP decoder--> ``[N, n_timescales]``
@@ -26,6 +27,7 @@ from equiglass.nn.convolution import (
     TENSOR_PRODUCTS,
     FusedConvolution,
     InteractionBlock,
+    SharedEdges,
     SphericalCouplings,
     TensorProductKind,
 )
@@ -218,11 +220,13 @@ class EquivariantPropensityModel(nn.Module):
             edge_sh = self.spherical_harmonics(vectors)
             edge_radial = self.radial_embedding(vectors.norm(dim=-1))
             energy = data.potential_energy if self.config.use_potential_energy and "potential_energy" in data else None
-            couplings = None if self.spherical_couplings is None else self.spherical_couplings(edge_sh)
+            edges = None
+            if self.spherical_couplings is not None:
+                edges = SharedEdges.of(self.spherical_couplings, edge_sh, data.edge_index, data.pos.shape[0])
             x = self.embedding(data.types, energy)
             features = []
             for block in self.blocks:
-                x = block(x, data.edge_index, edge_sh, edge_radial, couplings, edge_precision)
+                x = block(x, data.edge_index, edge_sh, edge_radial, edges, edge_precision)
                 features.append(x)
         return features
 

@@ -326,15 +326,21 @@ def test_default_model_size_and_output_shape():
 needs_cuequivariance = pytest.mark.skipif(not cuequivariance_available(), reason="cuequivariance-torch not installed")
 
 
-@pytest.mark.parametrize("backend", ["fused", pytest.param("cuequivariance", marks=needs_cuequivariance)])
+@pytest.mark.parametrize(
+    "backend", ["fused", "fused-pytorch", pytest.param("cuequivariance", marks=needs_cuequivariance)]
+)
 @pytest.mark.parametrize(("parity", "l_max", "energy"), [*VARIANTS, (True, 3, False)], ids=[*VARIANT_IDS, "O3-l3"])
-def test_fast_tensor_product_equals_e3nn(configuration, backend: str, parity: bool, l_max: int, energy: bool):
+def test_fast_tensor_product_equals_e3nn(configuration, monkeypatch, backend: str, parity: bool, l_max: int, energy: bool):
     """The fused (default) and cuEquivariance tensor products give the plain e3nn module's outputs
     and parameter gradients (training mode, every layer read out), with the same state dict.
-    On CPU cuEquivariance runs its pure-PyTorch method; its CUDA kernels are checked below."""
+    The fused one on both of its message sums: the compiled CPU kernel (where a compiler
+    works) and PyTorch operators ("fused-pytorch", what GPUs run). On CPU cuEquivariance runs
+    its pure-PyTorch method; its CUDA kernels are checked below."""
+    if backend == "fused-pytorch":
+        monkeypatch.setenv("EQUIGLASS_COMPILED_KERNELS", "0")
     options = dict(parity=parity, l_max=l_max, use_potential_energy=energy, readout_all_layers=True)
     plain = make_model(tensor_product="e3nn", **options).train()
-    fast = make_model(tensor_product=backend, **options).train()
+    fast = make_model(tensor_product=backend.removesuffix("-pytorch"), **options).train()
     fast.load_state_dict(plain.state_dict())
     assert plain.state_dict().keys() == fast.state_dict().keys()
     data = graph(*configuration)
