@@ -82,7 +82,9 @@ def assert_symmetries(
             types, box and ``potential_energy`` (when present) are used.
         cutoff: neighbour cutoff of the model's graphs (LJ units).
         symmetries: the symmetries to assert (default all).
-        trials, tolerance, seed: see :func:`~equiglass.analysis.equivariance.check_equivariance`.
+        trials: see :func:`~equiglass.analysis.equivariance.check_equivariance`.
+        tolerance: see :func:`~equiglass.analysis.equivariance.check_equivariance`.
+        seed: see :func:`~equiglass.analysis.equivariance.check_equivariance`.
 
     Returns:
         The report of every deviation measured (``report.to_text()`` prints it).

@@ -366,7 +366,8 @@ def import_configurations(
             hidden sibling and renamed into place, so a failed import leaves nothing behind.
         temperature: the temperature of the configurations (LJ units; recorded in the manifest).
         replicas: compute the iso-configurational targets from replica trajectories.
-        type_map, box: see :func:`read_frames`.
+        type_map: see :func:`read_frames`.
+        box: see :func:`read_frames`.
         timestep: MD time step (LJ units) converting a LAMMPS dump's time steps into times.
         command: the command line, recorded in the manifest.
 
