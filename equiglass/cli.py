@@ -488,6 +488,9 @@ def _register_experiment(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", default="cpu", help="which [scale.<name>] of the spec to run (default: %(default)s)")
     parser.add_argument("--data", nargs="+", type=Path, default=None,
                         help="datasets (equiglass directories, or Bapst et al.'s files) replacing the scale's")
+    parser.add_argument("--test-data", type=Path, default=None,
+                        help="a dataset replacing the runs' [data] test_dataset: every configuration of it tests "
+                             "(e.g. GlassBench's test files converted by convert-glassbench)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default: runs/experiments/<spec>-<scale>)")
     parser.add_argument("--epochs", type=int, default=None, help="override every run's epochs (quick checks)")
@@ -499,7 +502,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
     from equiglass.experiments.runner import results_markdown, run_experiment
 
     results = run_experiment(args.spec, args.scale, args.data, args.out, epochs=args.epochs,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, test_data=args.test_data)
     print(results_markdown(results))
     return 0
 

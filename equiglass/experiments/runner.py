@@ -39,6 +39,7 @@ class Experiment:
     """One experiment being run: the spec, the scale, the datasets and where results go.
 
     Attributes:
+        test_dataset: replaces every run's ``[data] test_dataset`` (``--test-data``).
         runs: label -> facts of every run trained (:meth:`train`), in order.
         skipped: run name -> why it was not trained.
     """
@@ -49,6 +50,7 @@ class Experiment:
     out: Path
     epochs: int | None = None
     progress: bool = True
+    test_dataset: Path | None = None
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -62,6 +64,8 @@ class Experiment:
         from equiglass.training.config import config_from_dict
 
         tables = self.spec.run_tables(run, self.scale, dataset)
+        if self.test_dataset is not None:
+            tables = deep_merge(tables, {"data": {"test_dataset": str(self.test_dataset)}})
         tables = deep_merge(tables, {"train": dict(train_overrides or {}), "data": dict(data_overrides or {})})
         return config_from_dict(tables, self.spec.path)
 
@@ -111,6 +115,7 @@ def run_experiment(
     *,
     epochs: int | None = None,
     progress: bool = True,
+    test_data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run an experiment (see the module docstring) and write its results; return them.
 
@@ -121,6 +126,8 @@ def run_experiment(
         out: results directory (default ``runs/experiments/<name>-<scale>``).
         epochs: override every run's ``[train] epochs`` (for quick checks).
         progress: tqdm progress bars.
+        test_data: a dataset (or Bapst et al.'s files) replacing every run's ``[data] test_dataset``:
+            the runs of kind ``compare`` are then tested on all of its configurations.
 
     Returns:
         what ``results.json`` holds: title, kind, spec, scale, epochs override, datasets, runs,
@@ -143,7 +150,8 @@ def run_experiment(
         raise ConfigError(spec.path, f"a {spec.kind} experiment needs at least {kind.min_datasets} datasets, "
                                      f"got {len(sources)}")
     datasets = [prepare_dataset(source, out) for source in sources]
-    experiment = Experiment(spec, scale, datasets, out, epochs, progress)
+    test_dataset = None if test_data is None else prepare_dataset(Path(test_data).resolve(), out)
+    experiment = Experiment(spec, scale, datasets, out, epochs, progress, test_dataset)
     began = time.perf_counter()
     kind_results = kind.run(experiment)
     results = {

@@ -46,13 +46,14 @@ def bapst_directories(tmp_path_factory) -> list[Path]:
 
 
 def test_every_paper_result_has_a_spec():
-    assert set(SPECS) == {"pearson_vs_time", "inputs", "depth_and_lmax", "temperatures", "transfer", "features"}
+    assert set(SPECS) == {"pearson_vs_time", "inputs", "depth_and_lmax", "temperatures", "transfer", "features",
+                          "glassbench"}
     for name in SPECS:
         spec = load_spec(EXPERIMENTS / f"{name}.toml")
         assert {"cpu", "paper"} <= spec.scales.keys()
         assert spec.datasets("paper") == []  # the Bapst files are given on the command line
-        for dataset in spec.datasets("cpu"):
-            assert (EXPERIMENTS.parent / "data" / dataset.name).resolve() == dataset  # a committed dataset
+        for entry in spec.scales["cpu"]["datasets"]:  # a committed dataset
+            assert entry.startswith("../data/") and (EXPERIMENTS / entry / "manifest.json").is_file()
 
 
 @pytest.mark.parametrize("name", SPECS)
@@ -60,7 +61,8 @@ def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directori
     spec = load_spec(EXPERIMENTS / f"{name}.toml")
     data = bapst_directories[:KINDS[spec.kind].min_datasets]
     out = tmp_path / "out"
-    results = run_experiment(spec, "paper", data, out, epochs=1, progress=False)
+    test_data = bapst_directories[1] if name == "glassbench" else None  # GlassBench's separate test files
+    results = run_experiment(spec, "paper", data, out, epochs=1, progress=False, test_data=test_data)
     assert (out / "results.md").read_text().startswith(f"# {spec.title}")
     assert (out / "datasets" / "T0.44" / "manifest.json").is_file()  # converted once from the Bapst files
     assert all(run["epochs"] == 1 for run in results["runs"].values())
@@ -71,6 +73,17 @@ def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directori
         assert trained == [run for run in names if run not in results["skipped"]]
         for row in results["pearson"]["rows"]:
             assert len(row["mean"]) == 3 and row["configurations"] >= 2
+        curves = results["learning_curves"]  # one epoch each; ridge has none
+        assert set(curves) == {run for run in trained if results["runs"][run]["model"]["kind"] != "ridge"}
+        for run, curve in curves.items():
+            train_size = len(json.loads((out / "runs" / run / "run.json").read_text())["split"]["train"])
+            assert curve["step"] == [train_size] and 0 < curve["train_loss"][0] and -1 <= curve["val_pearson"][0] <= 1
+        assert (out / "learning_curves.png").is_file() == bool(curves)
+        if name == "glassbench":  # trained on T0.44, tested on every configuration of the other dataset
+            assert results["tested_on"] == str(out / "datasets" / "T0.64")
+            assert all(row["configurations"] == N_FILES for row in results["pearson"]["rows"])
+            assert all(json.loads((Path(run["run_dir"]) / "run.json").read_text())["test_dataset"] == results["tested_on"]
+                       for run in results["runs"].values())
         if name == "inputs":  # Bapst's files hold no inherent states: those runs are skipped, named
             assert set(results["skipped"]) == {"inherent", "inherent_energy"}
             assert all("is_positions" in reason for reason in results["skipped"].values())
@@ -99,6 +112,14 @@ def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directori
         assert len(analysis["r2_trained"]) == len(analysis["descriptors"]) == 222
         density = results["families"]["equivariant"]["rho_A|L=0"]
         assert density["trained"] > 0.2  # the first layer's invariants are radial densities
+
+
+def test_a_compare_run_without_test_configurations_asks_for_test_data(bapst_directories, tmp_path):
+    """GlassBench's paper scale keeps no test configurations of the training files: without
+    --test-data it stops before training anything, naming the option."""
+    with pytest.raises(ConfigError, match="--test-data"):
+        run_experiment(EXPERIMENTS / "glassbench.toml", "paper", bapst_directories[:1], tmp_path, epochs=1, progress=False)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_runs_a_spec_and_resumes(bapst_directories, tmp_path, capsys):
