@@ -64,6 +64,10 @@ class EquivariantConfig:
         decoder_hidden: hidden layer sizes of the invariant decoder MLP (SiLU).
         readout_all_layers: decode the ``l = 0`` channels of every layer, concatenated,
             instead of those of the last layer only.
+        type_heads: one output head per particle type: the decoder's last layer gives
+            ``n_types x n_timescales`` outputs and each particle reads those of its own type,
+            so that a loss on several species does not ask one head to fit both (default:
+            one head for every type).
         parity: True (default): O(3) irreps, ``l``-th order features have parity ``(-1)^l``
             (``0e + 1o + 2e + ...``), so predictions are invariant under rotations *and*
             reflections. This is an exact symmetry of the target: the KA Hamiltonian and
@@ -94,6 +98,7 @@ class EquivariantConfig:
     use_potential_energy: bool = False
     decoder_hidden: tuple[int, ...] = (64, 64)
     readout_all_layers: bool = False
+    type_heads: bool = False
     parity: bool = True
     batch_norm: bool = True
     tensor_product: TensorProductKind = "fused"
@@ -194,7 +199,8 @@ class EquivariantPropensityModel(nn.Module):
         )
 
         n_decoded = config.channels * (config.n_layers if config.readout_all_layers else 1)
-        sizes = [n_decoded, *config.decoder_hidden, config.n_timescales]
+        n_heads = config.n_types if config.type_heads else 1
+        sizes = [n_decoded, *config.decoder_hidden, n_heads * config.n_timescales]
         layers: list[nn.Module] = []
         for size_in, size_out in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(size_in, size_out), nn.SiLU()]
@@ -231,11 +237,16 @@ class EquivariantPropensityModel(nn.Module):
         return features
 
     def forward(self, data: Data) -> torch.Tensor:
-        """Propensities ``[N, n_timescales]`` of every particle of ``data``."""
+        """Propensities ``[N, n_timescales]`` of every particle of ``data`` (with ``type_heads``, each
+        from the head of its type)."""
         features = self.node_features(data)
         decoded = features if self.config.readout_all_layers else features[-1:]
-        channels = self.config.channels
-        return self.decoder(torch.cat([x[:, :channels] for x in decoded], dim=-1))
+        channels, n_timescales = self.config.channels, self.config.n_timescales
+        out = self.decoder(torch.cat([x[:, :channels] for x in decoded], dim=-1))
+        if not self.config.type_heads:
+            return out
+        heads = out.view(-1, self.config.n_types, n_timescales)  # [N, n_types, T]
+        return heads.gather(1, data.types.view(-1, 1, 1).expand(-1, 1, n_timescales)).squeeze(1)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""

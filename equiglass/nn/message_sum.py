@@ -243,21 +243,27 @@ def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
     return (ctypes.c_void_p * len(tensors))(*[_pointer(tensor) for tensor in tensors])
 
 
+def _run_kernel(direction: str, dtype: torch.dtype, arrays: list, table: PathTable, neighbourhoods: Neighbourhoods) -> None:
+    """Call ``message_sum_<direction>_<dtype>`` of ``message_sum.c`` with ``arrays`` (its leading pointer
+    arguments), then the graph, the path table and torch's thread count."""
+    function = getattr(_library(), f"message_sum_{direction}_{DTYPES[dtype]}")
+    status = function(
+        *arrays, neighbourhoods.ptr.data_ptr(), _pointer(neighbourhoods.order), neighbourhoods.source.data_ptr(),
+        neighbourhoods.n_nodes, table.paths.data_ptr(), table.path_weights.data_ptr(), table.paths.shape[0],
+        table.in_dim, table.out_dim, table.weight_dim, table.scratch, torch.get_num_threads(),
+    )  # fmt: skip
+    if status:
+        raise MemoryError(f"message_sum {direction}: out of memory for a thread's working arrays")
+
+
 class _MessageSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weights, table, neighbourhoods, *couplings):
         x, weights = x.contiguous(), weights.contiguous()
         couplings = [coupling.contiguous() for coupling in couplings]
         out = x.new_empty(neighbourhoods.n_nodes, table.out_dim)
-        function = getattr(_library(), f"message_sum_forward_{DTYPES[x.dtype]}")
-        status = function(
-            x.data_ptr(), weights.data_ptr(), _pointers(couplings), out.data_ptr(),
-            neighbourhoods.ptr.data_ptr(), _pointer(neighbourhoods.order), neighbourhoods.source.data_ptr(),
-            neighbourhoods.n_nodes, table.paths.data_ptr(), table.path_weights.data_ptr(), table.paths.shape[0],
-            table.in_dim, table.out_dim, table.weight_dim, table.scratch, torch.get_num_threads(),
-        )  # fmt: skip
-        if status:
-            raise MemoryError("message_sum: out of memory for a thread's scratch")
+        _run_kernel("forward", x.dtype, [x.data_ptr(), weights.data_ptr(), _pointers(couplings), out.data_ptr()],
+                    table, neighbourhoods)
         ctx.save_for_backward(x, weights, *couplings)
         ctx.table, ctx.neighbourhoods = table, neighbourhoods
         return out
@@ -267,19 +273,11 @@ class _MessageSum(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weights, *couplings = ctx.saved_tensors
         grad_out = grad_out.contiguous()  # held here: the kernel reads it through a raw pointer
-        table, neighbourhoods = ctx.table, ctx.neighbourhoods
         wants_x, wants_weights, _, _, *wants_couplings = ctx.needs_input_grad
         grad_x = torch.zeros_like(x) if wants_x else None
         grad_weights = torch.empty_like(weights) if wants_weights else None
         grad_couplings = [torch.zeros_like(c) if wanted else None for c, wanted in zip(couplings, wants_couplings)]
-        function = getattr(_library(), f"message_sum_backward_{DTYPES[x.dtype]}")
-        status = function(
-            x.data_ptr(), weights.data_ptr(), _pointers(couplings), grad_out.data_ptr(),
-            _pointer(grad_x), _pointer(grad_weights), _pointers(grad_couplings) if any(wants_couplings) else None,
-            neighbourhoods.ptr.data_ptr(), _pointer(neighbourhoods.order), neighbourhoods.source.data_ptr(),
-            neighbourhoods.n_nodes, table.paths.data_ptr(), table.path_weights.data_ptr(), table.paths.shape[0],
-            table.in_dim, table.out_dim, table.weight_dim, table.scratch, torch.get_num_threads(),
-        )  # fmt: skip
-        if status:
-            raise MemoryError("message_sum: out of memory for a thread's sums")
+        arrays = [x.data_ptr(), weights.data_ptr(), _pointers(couplings), grad_out.data_ptr(), _pointer(grad_x),
+                  _pointer(grad_weights), _pointers(grad_couplings) if any(wants_couplings) else None]
+        _run_kernel("backward", x.dtype, arrays, ctx.table, ctx.neighbourhoods)
         return grad_x, grad_weights, None, None, *grad_couplings

@@ -320,6 +320,26 @@ def test_default_model_size_and_output_shape():
 
 
 
+def test_type_heads_give_each_particle_the_head_of_its_type(configuration):
+    """With ``type_heads`` the decoder's last layer holds one block of outputs per type: changing
+    the B block changes the B particles' predictions only, and the A block the A particles'."""
+    model = make_model(type_heads=True)
+    data = graph(*configuration)
+    types = data.types
+    assert 0 < int((types == 1).sum()) < types.numel()
+    last = model.decoder[-1]
+    assert last.out_features == 2 * SMALL["n_timescales"]
+    before = model(data)
+    for head in (0, 1):
+        with torch.no_grad():
+            last.bias[head * SMALL["n_timescales"] : (head + 1) * SMALL["n_timescales"]] += 1.0
+        after = model(data)
+        changed = types == head
+        torch.testing.assert_close(after[changed], before[changed] + 1.0, rtol=0, atol=1e-12)
+        torch.testing.assert_close(after[~changed], before[~changed], rtol=0, atol=0)
+        before = after
+
+
 # --------------------------------------------------------------------------- fast paths
 
 
