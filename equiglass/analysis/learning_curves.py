@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from equiglass.nn.registry import model_kind
 from equiglass.training.config import load_config
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def learning_curve(run_dir: str | Path) -> dict[str, list[float]] | None:
     run with no epochs (a closed-form fit)."""
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.toml")
-    if config.model.get("kind") == "ridge":
+    if model_kind(config.model)[0].fit == "closed_form":
         return None
     n_train = len(json.loads((run_dir / "run.json").read_text())["split"]["train"])
     steps_per_epoch = math.ceil(n_train / config.train.batch_size)

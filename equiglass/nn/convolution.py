@@ -94,7 +94,7 @@ class SharedEdges:
     """What the fused convolutions compute from the edges once per forward and every layer shares.
 
     ``couplings``: :class:`SphericalCouplings` of the edges. ``neighbourhoods``: the edges
-    grouped by centre and by source for the compiled CPU kernel
+    grouped by centre for the compiled CPU kernel
     (:class:`~equiglass.nn.message_sum.Neighbourhoods`), None where it is not used.
     """
 
