@@ -1,6 +1,6 @@
 """Running an experiment: the training runs of one spec, evaluated into tables and plots.
 
-``equiglass experiment SPEC [--scale cpu|paper] [--data PATH ...] [--out DIR] [--epochs N]``
+``equiglass experiment SPEC [--scale cpu|paper] [--data PATH ...] [--out DIR] [--epochs N] [--threads N]``
 reads an experiment spec (``experiments/*.toml``, :mod:`equiglass.experiments.spec`), trains
 every run it describes, evaluates them as its kind says (:mod:`equiglass.experiments.kinds`)
 and writes ``results.md``, ``results.json`` and the plots into ``DIR`` (default
@@ -40,6 +40,8 @@ class Experiment:
 
     Attributes:
         test_dataset: replaces every run's ``[data] test_dataset`` (``--test-data``).
+        threads: replaces every run's ``[train] threads`` (``--threads``; a setting of the machine,
+            so finished runs are kept and unfinished ones resume with it).
         runs: label -> facts of every run trained (:meth:`train`), in order.
         skipped: run name -> why it was not trained.
     """
@@ -51,6 +53,7 @@ class Experiment:
     epochs: int | None = None
     progress: bool = True
     test_dataset: Path | None = None
+    threads: int | None = None
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -66,6 +69,8 @@ class Experiment:
         tables = self.spec.run_tables(run, self.scale, dataset)
         if self.test_dataset is not None:
             tables = deep_merge(tables, {"data": {"test_dataset": str(self.test_dataset)}})
+        if self.threads is not None:
+            tables = deep_merge(tables, {"train": {"threads": self.threads}})
         tables = deep_merge(tables, {"train": dict(train_overrides or {}), "data": dict(data_overrides or {})})
         return config_from_dict(tables, self.spec.path)
 
@@ -116,6 +121,7 @@ def run_experiment(
     epochs: int | None = None,
     progress: bool = True,
     test_data: str | Path | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run an experiment (see the module docstring) and write its results; return them.
 
@@ -128,6 +134,7 @@ def run_experiment(
         progress: tqdm progress bars.
         test_data: a dataset (or Bapst et al.'s files) replacing every run's ``[data] test_dataset``:
             the runs of kind ``compare`` are then tested on all of its configurations.
+        threads: torch CPU threads of every run, replacing their ``[train] threads``.
 
     Returns:
         what ``results.json`` holds: title, kind, spec, scale, epochs override, datasets, runs,
@@ -151,7 +158,7 @@ def run_experiment(
                                      f"got {len(sources)}")
     datasets = [prepare_dataset(source, out) for source in sources]
     test_dataset = None if test_data is None else prepare_dataset(Path(test_data).resolve(), out)
-    experiment = Experiment(spec, scale, datasets, out, epochs, progress, test_dataset)
+    experiment = Experiment(spec, scale, datasets, out, epochs, progress, test_dataset, threads)
     began = time.perf_counter()
     kind_results = kind.run(experiment)
     results = {

@@ -219,9 +219,9 @@ class RunConfig:
             raise ConfigError(self.path, f"[data] split: {error}") from None
         return dict(zip(SPLIT_NAMES, parts))
 
-    def with_epochs(self, epochs: int) -> RunConfig:
-        """The same config trained for ``epochs`` epochs."""
-        return dataclasses.replace(self, train=dataclasses.replace(self.train, epochs=epochs))
+    def with_train(self, **changes: Any) -> RunConfig:
+        """The same config with ``[train]`` entries replaced, e.g. ``with_train(epochs=60)``."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The resolved config as plain JSON/TOML values (unset optional values omitted)."""

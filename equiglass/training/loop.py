@@ -47,8 +47,9 @@ rank 0 writes the run directory (see :mod:`equiglass.training.distributed`).
 from it: model, optimiser, plateau scheduler, data-order generator, torch/numpy/python
 random states, epoch, best score and history are restored, so on the CPU a run killed at
 any point and resumed ends bit-identical to an uninterrupted one (same machine, same
-threads). Only ``train.epochs`` may differ from the stored config (the cosine schedule then
-follows the new total from the next step); any other difference is an error. Keys added to
+threads). Only ``train.epochs`` (the cosine schedule then follows the new total from the next
+step) and ``train.threads`` (a setting of the machine, not of the run) may differ from the
+stored config; any other difference is an error. Keys added to
 the config schema after a run was made take their defaults when it resumes.
 """
 
@@ -152,7 +153,7 @@ def train(
     """
     config = config if isinstance(config, RunConfig) else load_config(config)
     if epochs is not None:
-        config = config.with_epochs(epochs)
+        config = config.with_train(epochs=epochs)
     if run_dir is None:
         if config.path is None:
             raise ValueError("run_dir is needed for a config that was not read from a file")

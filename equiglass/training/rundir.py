@@ -50,7 +50,7 @@ METRIC_DEFINITION = (
 
 
 def resume_state(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
-    """The content of ``run_dir/last.pt`` if present and of the same config (epochs aside), else None.
+    """The content of ``run_dir/last.pt`` if present and of the same config (epochs and threads aside), else None.
 
     Raises:
         DataError: ``last.pt`` is unreadable or belongs to another config.
@@ -60,7 +60,8 @@ def resume_state(run_dir: Path, config: RunConfig) -> dict[str, Any] | None:
         return None
     state = read_resume_checkpoint(path)
     # resolved again, so that keys added to the config schema since the run was made take their defaults
-    stored = config_from_dict(state["config"], path).with_epochs(config.train.epochs).to_dict()
+    stored = config_from_dict(state["config"], path).with_train(
+        epochs=config.train.epochs, threads=config.train.threads).to_dict()
     wanted = config.to_dict()
     if stored != wanted:
         differences = sorted(

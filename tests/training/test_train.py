@@ -103,6 +103,10 @@ def test_finished_run_is_not_retrained_and_no_resume_restarts(tmp_path, dataset)
     fresh = train(config, tmp_path / "run", resume=False, progress=False)
     assert fresh.resumed_from == 0 and len(fresh.history) == 2
 
+    # threads are the machine's, not the run's: a finished run is not retrained on another count
+    two_threads = write_config(tmp_path / "two", dataset, "equivariant_l0", train={"epochs": 2, "threads": 2})
+    assert train(two_threads, tmp_path / "run", progress=False).history == fresh.history
+
     other = write_config(tmp_path / "other", dataset, "equivariant_l0", train={"epochs": 2, "seed": 5})
     with pytest.raises(ConfigError, match=r"last\.pt.*\[train\] seed"):
         train(other, tmp_path / "run", progress=False)
@@ -164,7 +168,7 @@ def test_every_kind_trains_one_epoch(tmp_path, dataset, model):
     assert len(record["manifest_sha256"]) == 64
     trained = load_checkpoint(run)
     assert record["n_parameters"] == trained.num_parameters()
-    assert trained.model_section["kind"] == model.removesuffix("_l0")
+    assert trained.model_section["kind"] == MODELS[model]["kind"]
     # the resolved config in the run directory is itself a valid config of the same run
     assert load_config(run / "config.toml") == load_config(config)
     if model == "ridge":
