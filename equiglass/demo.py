@@ -7,6 +7,8 @@ that ship with the package (:mod:`equiglass.resources`):
 * ``equivariant``: the PCL22 rotation-equivariant GNN;
 * ``bapst``: the invariant GNN of Bapst et al. (2020);
 * ``ridge``: ridge regression on structural descriptors;
+* ``force``: the force baseline, the magnitude of the KA force on each particle (a ridge fit
+  on that one feature): what a model must beat at the shortest times;
 * ``equivariant_l0`` (with ``--models``): the same equivariant code with l_max = 0, the
   distances-only ablation.
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:  # importing torch is slow; the command line imports this modu
 log = logging.getLogger(__name__)
 
 #: Models trained by default, in the order of the table.
-DEMO_MODELS: tuple[str, ...] = ("equivariant", "bapst", "ridge")
+DEMO_MODELS: tuple[str, ...] = ("equivariant", "bapst", "ridge", "force")
 #: Every model with a demo config.
 ALL_DEMO_MODELS: tuple[str, ...] = (*DEMO_MODELS, "equivariant_l0")
 

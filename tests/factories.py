@@ -55,6 +55,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "bapst": {"kind": "bapst", "mlp_hidden": [16, 16], "n_steps": 2},
     "ridge": {"kind": "ridge", "radial_centres": [1.0, 1.2, 1.4, 1.6], "angular_centres": [1.0],
               "angular_orders": [4, 6], "coarse_lengths": [0.0], "coarse_cutoff": 2.0},
+    "force": {"kind": "ridge", "radial_centres": [], "angular_orders": [], "coarse_lengths": [0.0], "use_force": True},
 }
 
 def synthetic_configuration(seed: int) -> dict[str, np.ndarray]:

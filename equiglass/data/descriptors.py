@@ -11,6 +11,11 @@ Per particle i, with r_ij the minimum-image distance and r̂_ij the unit vector 
   (all species). When every neighbour of a shell sits at the same distance, this is the
   classic q_l of that neighbourhood (fcc: q_4 = 0.19094, q_6 = 0.57452).
 * **Potential energy** of the particle (optional).
+* **Force magnitude** ``|F_i| = |Σ_j -V'_ab(r_ij) r̂_ji|`` of the Kob-Andersen potential
+  (optional; pairs within 2.5 σ_ab). Alone it is the one-line physical baseline of the shortest
+  times: before a particle feels more than its first neighbours, its displacement is
+  ``v t + F t² / 2m`` with a random ``v`` of the same distribution for every particle, so
+  the force is what tells particles apart.
 * **Coarse-graining**: each of the above averaged over a neighbourhood of size L,
   ``x̄_i(L) = Σ_j e^{-r_ij / L} x_j / Σ_j e^{-r_ij / L}``, the sum running over i itself
   (r_ii = 0) and every j with ``r_ij < coarse_cutoff``; L = 0 means the particle itself.
@@ -21,7 +26,7 @@ Every Gaussian is cut at ``GAUSSIAN_TRUNCATION`` widths from its centre (relativ
 
 Layout of the ``[N, D]`` output: one block per coarse-graining length (in the order of
 ``coarse_lengths``), each block ``[radial (species-major: all shells of A, then of B),
-angular (shell-major: all orders of the first shell, ...), energy]``.
+angular (shell-major: all orders of the first shell, ...), energy, force]``.
 :attr:`DescriptorConfig.feature_names` names every column. Units: LJ (σ_AA, ε_AA).
 """
 
@@ -35,6 +40,7 @@ from e3nn import o3
 from torch_geometric.data import Data
 
 from equiglass.data.graphs import edge_vectors, neighbour_list
+from equiglass.physics.kob_andersen import MAX_CUTOFF, pair_force_over_r
 
 #: Gaussians are cut at this many widths from their centre.
 GAUSSIAN_TRUNCATION = 4.0
@@ -67,6 +73,9 @@ class DescriptorConfig:
         coarse_cutoff: neighbours averaged over when L > 0 are those closer than this.
         n_types: number of species (types ``0 .. n_types - 1``).
         use_potential_energy: append the per-particle potential energy to the local features.
+        use_force: append the magnitude of the Kob-Andersen force on the particle (then the
+            neighbour cutoff is at least 2.5, the largest KA cutoff). With no shells and
+            ``coarse_lengths = (0,)`` it is the only feature: the force baseline.
     """
 
     radial_centres: tuple[float, ...] = _grid(0.8, 2.4, 0.1)
@@ -78,6 +87,7 @@ class DescriptorConfig:
     coarse_cutoff: float = 3.0
     n_types: int = 2
     use_potential_energy: bool = False
+    use_force: bool = False
 
     def __post_init__(self) -> None:
         for name in ("radial_centres", "angular_centres", "coarse_lengths"):
@@ -104,7 +114,8 @@ class DescriptorConfig:
         """Cutoff of the neighbour list: the farthest truncated Gaussian or the coarse-graining cutoff."""
         tails = [max(c) + GAUSSIAN_TRUNCATION * w for c, w in self._shells() if c]
         coarse = [self.coarse_cutoff] if any(length > 0 for length in self.coarse_lengths) else []
-        return max(tails + coarse + [0.0])
+        force = [MAX_CUTOFF] if self.use_force else []
+        return max(tails + coarse + force + [0.0])
 
     @property
     def local_names(self) -> list[str]:
@@ -112,7 +123,7 @@ class DescriptorConfig:
         species = [SPECIES[s] if s < len(SPECIES) else f"type{s}" for s in range(self.n_types)]
         names = [f"rho_{s}(r={r:g})" for s in species for r in self.radial_centres]
         names += [f"q_{l}(r={r:g})" for r in self.angular_centres for l in self.angular_orders]
-        return names + (["energy"] if self.use_potential_energy else [])
+        return names + (["energy"] if self.use_potential_energy else []) + (["force"] if self.use_force else [])
 
     @property
     def feature_names(self) -> list[str]:
@@ -185,6 +196,8 @@ def structural_descriptors(
         if energy.shape != (n,):
             raise ValueError(f"potential_energy must have shape [{n}], got {list(energy.shape)}")
         local.append(energy[:, None])
+    if config.use_force:
+        local.append(force_magnitude(vectors, edge_index, types)[:, None])
     return coarse_grain(torch.cat(local, dim=1), distances, edge_index, config)
 
 
@@ -234,6 +247,24 @@ def orientational_order(vectors: torch.Tensor, centre: torch.Tensor, n: int, con
     blocks = q_lm.split([2 * l + 1 for l in config.angular_orders], dim=1)
     q = [block.square().sum(dim=1).div(2 * l + 1).sqrt() for l, block in zip(config.angular_orders, blocks)]
     return torch.stack(q, dim=1).reshape(n, -1)
+
+
+def force_magnitude(vectors: torch.Tensor, edge_index: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    """|F_i| of the Kob-Andersen potential, summed over edges (the list must reach 2.5).
+
+    Args:
+        vectors: [E, 3] edge vectors (centre to neighbour); edge_index: [2, E] (neighbour j,
+            centre i); types: [N] species.
+
+    Returns:
+        [N] float64 (LJ energy / length).
+    """
+    neighbour, centre = edge_index[0], edge_index[1]
+    force_over_r = pair_force_over_r(
+        vectors.square().sum(dim=1).detach().cpu().numpy(), types[centre].cpu().numpy(), types[neighbour].cpu().numpy()
+    )
+    pair_forces = -torch.as_tensor(force_over_r, dtype=vectors.dtype, device=vectors.device)[:, None] * vectors
+    return vectors.new_zeros(types.shape[0], 3).index_add_(0, centre, pair_forces).norm(dim=1)
 
 
 def coarse_grain(

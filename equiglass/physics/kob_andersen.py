@@ -57,6 +57,24 @@ def _lj(r2: np.ndarray, epsilon: np.ndarray, sigma: np.ndarray) -> tuple[np.ndar
 _SHIFT = _lj(CUTOFF**2, EPSILON, SIGMA)[0]  # V_ab^LJ(r_c,ab), subtracted inside the cutoff
 
 
+def pair_force_over_r(r2: np.ndarray, type_i: np.ndarray, type_j: np.ndarray) -> np.ndarray:
+    """``-dV_ab/dr / r`` of KA pairs, 0 at and beyond their cutoff.
+
+    The force on i from j is ``pair_force_over_r * (r_i - r_j)``.
+
+    Args:
+        r2: [P] squared pair distances (LJ lengths², > 0).
+        type_i, type_j: [P] species of the two particles (0 = A, 1 = B).
+
+    Returns:
+        [P] float64 (LJ energy / length²).
+    """
+    r2 = np.asarray(r2, dtype=np.float64)
+    type_i, type_j = np.asarray(type_i), np.asarray(type_j)
+    force_over_r = _lj(r2, EPSILON[type_i, type_j], SIGMA[type_i, type_j])[1]
+    return np.where(r2 < CUTOFF[type_i, type_j] ** 2, force_over_r, 0.0)
+
+
 def composition(n_particles: int) -> tuple[int, int]:
     """Exact 80:20 composition: (n_a, n_b) with n_a = round(0.8 n) and n_b = n - n_a."""
     if int(n_particles) != n_particles or n_particles < 1:

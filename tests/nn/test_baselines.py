@@ -24,6 +24,7 @@ from equiglass.nn.bapst_gnn import (
     cube_symmetry_augmentation,
 )
 from equiglass.nn.ridge import DescriptorRidge
+from equiglass.physics.kob_andersen import potential_energy_and_forces
 
 DENSITY = 1.2
 N_TIMES = 3
@@ -363,6 +364,29 @@ def test_potential_energy_feature_and_errors(fields, graph):
         structural_descriptors(fields["positions"], fields["types"], fields["box"] * 0.7)
     with pytest.raises(ValueError, match="types"):
         structural_descriptors(fields["positions"], fields["types"] + 1, fields["box"], config=SMALL)
+
+
+def test_force_feature_equals_the_reference_ka_forces_in_any_periodic_image(fields, graph):
+    """The force baseline: |F_i| from the descriptor's neighbour list equals the plain-numpy O(N²)
+    reference of the KA potential (per-pair cutoffs 2.0-2.5), also with particles moved by box vectors."""
+    config = DescriptorConfig(radial_centres=(), angular_orders=(), coarse_lengths=(0.0,), use_force=True)
+    assert config.feature_names == ["force|L=0"] and config.neighbour_cutoff == 2.5
+    _, forces = potential_energy_and_forces(fields["positions"], fields["types"], fields["box"])
+    expected = torch.as_tensor(np.linalg.norm(forces, axis=1))
+    assert expected.std() > 1.0  # a test that a constant would fail
+    torch.testing.assert_close(
+        structural_descriptors(fields["positions"], fields["types"], fields["box"], config=config)[:, 0], expected,
+        rtol=1e-10, atol=1e-10,
+    )
+    torch.testing.assert_close(graph_descriptors(graph, config)[:, 0], expected, rtol=1e-4, atol=0)  # float32 graph positions
+    shifted = fields["positions"] + np.random.default_rng(0).integers(-2, 3, size=(len(expected), 3)) * fields["box"]
+    torch.testing.assert_close(
+        structural_descriptors(shifted, fields["types"], fields["box"], config=config)[:, 0], expected, rtol=1e-10, atol=1e-10
+    )
+    both = DescriptorConfig(radial_centres=(1.0,), angular_orders=(), coarse_lengths=(0.0,), use_potential_energy=True,
+                            use_force=True)
+    assert both.feature_names == ["rho_A(r=1)|L=0", "rho_B(r=1)|L=0", "energy|L=0", "force|L=0"]
+    torch.testing.assert_close(graph_descriptors(graph, both)[:, 3], expected, rtol=1e-4, atol=0)
 
 
 # --------------------------------------------------------------------------------------------
