@@ -115,6 +115,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """Hex sha256 of a configuration's arrays: name, dtype, shape and C-order bytes of each, in name
+    order. Unlike :func:`file_sha256` of the ``.npz``, it does not change with the zip's timestamps,
+    so it tells whether a regenerated dataset holds the same numbers."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def configuration_filename(index: int) -> str:
     """File name of configuration ``index`` inside a dataset directory."""
     return f"configuration_{index:05d}.npz"

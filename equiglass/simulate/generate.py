@@ -61,6 +61,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import equiglass
 from equiglass.data.format import (
     MANIFEST_NAME,
+    arrays_sha256,
     configuration_filename,
     read_configuration,
     write_configuration,
@@ -285,20 +286,37 @@ def _open_manifest(directory: Path, protocol: GenerationProtocol, command: str) 
     write_manifest(directory, manifest)
 
 
+def complete_dataset(directory: str | Path, *, workers: int = 0) -> GenerationReport:
+    """Generate the configurations missing from a dataset of ``equiglass generate`` whose manifest
+    is present (e.g. a committed manifest whose arrays were too large to commit), with the
+    protocol and seeds the manifest records; see :func:`generate` (``workers``, errors)."""
+    path = Path(directory) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+        protocol = GenerationProtocol(**manifest["protocol"])
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise DataError(path, f"not the manifest of a generated dataset: {error}") from error
+    return generate(directory, protocol, workers=workers, command=manifest.get("command", ""))
+
+
 def _finalise(directory: Path, protocol: GenerationProtocol) -> tuple[bool, float | None]:
-    """If every configuration exists, measure tau_alpha and record it in the manifest.
+    """If every configuration exists, measure tau_alpha and record it in the manifest, with the
+    :func:`~equiglass.data.format.arrays_sha256` of every configuration.
 
     tau_alpha is where F_s,A(q, t), averaged over replicas and configurations,
-    crosses 1/e. Returns (complete, tau_alpha or None).
+    crosses 1/e. Checksums already in the manifest (one committed without its arrays)
+    are kept, and a configuration whose regenerated arrays differ is named in a warning.
+    Returns (complete, tau_alpha or None).
     """
     paths = [directory / configuration_filename(i) for i in range(protocol.n_configurations)]
     if not all(path.is_file() for path in paths):
         return False, None
     try:
-        fs = np.stack([read_configuration(path, **_checks(protocol))["self_intermediate_scattering"] for path in paths])
+        configurations = [read_configuration(path, **_checks(protocol)) for path in paths]
     except DataError as error:
         logger.warning("cannot measure tau_alpha yet: %s (rerun to regenerate it)", error)
         return False, None
+    fs = np.stack([arrays["self_intermediate_scattering"] for arrays in configurations])
     times = protocol.times
     tau_alpha = _finite_or_none(observables.relaxation_time(times, fs.mean(axis=0)))
     per_configuration = [_finite_or_none(observables.relaxation_time(times, row)) for row in fs]
@@ -320,6 +338,17 @@ def _finalise(directory: Path, protocol: GenerationProtocol) -> tuple[bool, floa
             )  # fmt: skip
     manifest = json.loads((directory / MANIFEST_NAME).read_text())
     manifest.update(tau_alpha=tau_alpha, tau_alpha_per_configuration=per_configuration)
+    differing = []
+    for entry, arrays in zip(manifest["configurations"], configurations):
+        checksum = arrays_sha256(arrays)
+        if entry.setdefault("arrays_sha256", checksum) != checksum:
+            differing.append(entry["file"])
+    if differing:
+        logger.warning(
+            "%s: the arrays of %d configurations differ from the checksums the manifest records (%s): this "
+            "machine's LAMMPS build does not reproduce the recorded dataset bit for bit",
+            directory, len(differing), ", ".join(differing[:5]) + (" ..." if len(differing) > 5 else ""),
+        )  # fmt: skip
     write_manifest(directory, manifest)
     return True, tau_alpha
 

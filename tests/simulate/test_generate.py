@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from equiglass.cli import main
-from equiglass.data.format import configuration_filename, load_dataset
+from equiglass.data.format import arrays_sha256, configuration_filename, load_dataset
 from equiglass.errors import DataError
 from equiglass.simulate import generate as generate_module
-from equiglass.simulate.generate import generate
+from equiglass.simulate.generate import complete_dataset, generate
 from equiglass.simulate.lammps import lammps_version
 from equiglass.simulate.protocol import PROPENSITY_DEFINITION, GenerationProtocol
 
@@ -134,6 +134,41 @@ def test_resume_from_the_command_line_skips_present_configurations(
     assert_same_configurations(reference, directory)
     report = generate(directory, TINY, workers=0)
     assert report.skipped == [0, 1, 2, 3] and report.written == [] and report.complete
+
+
+def test_a_committed_manifest_alone_regenerates_the_same_arrays(
+    reference: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dataset too large to commit is committed as its manifest: complete_dataset regenerates
+    every configuration from the recorded protocol and seeds, and the recorded array checksums
+    say whether this machine reproduced them (a changed number is named in a warning)."""
+    recorded = json.loads((reference / "manifest.json").read_text())
+    checksums = [entry["arrays_sha256"] for entry in recorded["configurations"]]
+    assert len(set(checksums)) == TINY.n_configurations and all(len(c) == 64 for c in checksums)
+    with np.load(reference / configuration_filename(0)) as arrays:
+        assert arrays_sha256(dict(arrays)) == checksums[0]
+        changed = {**arrays, "positions": arrays["positions"] + 1e-12}
+        assert arrays_sha256(changed) != checksums[0]
+
+    directory = tmp_path / "committed"
+    directory.mkdir()
+    shutil.copy(reference / "manifest.json", directory)
+    with caplog.at_level(logging.WARNING):
+        report = complete_dataset(directory)
+    assert report.written == [0, 1, 2, 3] and report.complete
+    assert not any("differ" in message for message in caplog.messages)
+    assert_same_configurations(reference, directory)
+    assert json.loads((directory / "manifest.json").read_text()) == recorded
+
+    tampered = {**recorded, "configurations": [{**entry, "arrays_sha256": "0" * 64} if i == 3 else entry
+                                               for i, entry in enumerate(recorded["configurations"])]}
+    (directory / "manifest.json").write_text(json.dumps(tampered))
+    (directory / configuration_filename(3)).unlink()
+    with caplog.at_level(logging.WARNING):
+        complete_dataset(directory)
+    assert any("1 configurations differ" in message and configuration_filename(3) in message
+               for message in caplog.messages)
+    assert json.loads((directory / "manifest.json").read_text())["configurations"][3]["arrays_sha256"] == "0" * 64
 
 
 def test_shards_together_equal_one_run(reference: Path, tmp_path: Path) -> None:
