@@ -28,6 +28,7 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     epochs = 100
     batch_size = 1                     # configurations per optimiser step
     grad_clip = 1.0                    # global gradient-norm clip; 0 = none
+    target_normalisation = "dataset"   # or "configuration": each configuration's targets standardised on their own
     seed = 0                           # model initialisation, data order, augmentation
     augment = true                     # the kind's random symmetries (bapst: cube); default: true where it has some
     device = "auto"                    # "cpu", "cuda", or "auto" (cuda when available)
@@ -146,6 +147,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 1
     grad_clip: float = 1.0
+    target_normalisation: Literal["dataset", "configuration"] = "dataset"
     seed: int = 0
     augment: bool | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -168,7 +168,8 @@ def train(
         device = parallel.device
         dataset = load_dataset(config.data.dataset)
         split = split_graphs(config, dataset)
-        objective = Objective.from_graphs(split.train, config.data.particle_types)
+        objective = Objective.from_graphs(split.train, config.data.particle_types,
+                                          per_configuration=config.train.target_normalisation == "configuration")
         seed_everything(config.train.seed)
         model = build_model(config.model, len(dataset.times))
         _set_energy_statistics(model, config.model, split.train)

@@ -4,6 +4,13 @@ Targets are normalised per timescale with the mean and standard deviation of the
 split (loss particles only), stored in the checkpoints; the loss is the mean squared error
 of the normalised propensity over every timescale and every particle of ``[data]
 particle_types`` (type A by default) whose target exists.
+
+With ``[train] target_normalisation = "configuration"`` (as EIGNN, Jiang et al. 2023) every
+configuration's targets are instead standardised on their own, per timescale and particle
+type: the loss then ignores what the per-configuration Pearson ignores (a configuration's mean
+mobility and its spread), and the output is in those units. The training-split statistics are
+still stored, and predictions are mapped back with them: an affine map per timescale, which
+leaves every Pearson unchanged.
 """
 
 from __future__ import annotations
@@ -25,14 +32,17 @@ class Objective:
         mean: [T] float64 mean of the training targets of the loss particles.
         std: [T] float64 standard deviation of the same.
         particle_types: species in the loss and metric.
+        per_configuration: standardise every configuration's targets on their own (per timescale
+            and type) instead of with ``mean`` and ``std``.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
     particle_types: tuple[int, ...]
+    per_configuration: bool = False
 
     @classmethod
-    def from_graphs(cls, graphs: Sequence[Data], particle_types: Sequence[int]) -> Objective:
+    def from_graphs(cls, graphs: Sequence[Data], particle_types: Sequence[int], per_configuration: bool = False) -> Objective:
         """Statistics over the loss particles of ``graphs`` (the training split).
 
         Raises:
@@ -48,7 +58,7 @@ class Objective:
         if not torch.all(std > 0):
             bad = torch.nonzero(~(std > 0)).flatten().tolist()
             raise ValueError(f"training targets are constant (or absent) at timescale(s) {bad}")
-        return cls(mean, std, particle_types)
+        return cls(mean, std, particle_types, per_configuration)
 
     def particles(self, data: Data) -> torch.Tensor:
         """[N] bool: particles of the loss types."""
@@ -59,9 +69,25 @@ class Objective:
         return _target_mask(data, self.particle_types)
 
     def normalised(self, data: Data) -> torch.Tensor:
-        """[N, T] normalised targets of ``data``, in the dtype of ``data.y``."""
-        mean, std = self.mean.to(data.y), self.std.to(data.y)
-        return (data.y - mean) / std
+        """[N, T] normalised targets of ``data`` (a graph or a batch), in the dtype of ``data.y``.
+
+        Per configuration, a (configuration, type, timescale) group whose targets are constant
+        (or a single particle) is set to 0 where the loss counts it.
+        """
+        if not self.per_configuration:
+            mean, std = self.mean.to(data.y), self.std.to(data.y)
+            return (data.y - mean) / std
+        graph = data.batch if getattr(data, "batch", None) is not None else torch.zeros_like(data.types)
+        group = graph * (int(data.types.max()) + 1) + data.types  # [N]: one group per configuration and type
+        weight = self.mask(data).to(data.y.dtype)  # [N, T]
+        y = torch.where(weight > 0, data.y, torch.zeros_like(data.y))
+        sums = torch.zeros(int(group.max()) + 1, 3, *data.y.shape[1:], dtype=data.y.dtype, device=data.y.device)
+        sums.index_add_(0, group, torch.stack([weight, y * weight, y * y * weight], dim=1))
+        count, total, squares = sums.unbind(dim=1)
+        mean = total / count.clamp_min(1)
+        std = (squares / count.clamp_min(1) - mean**2).clamp_min(0).sqrt()
+        scale = torch.where(std > 0, std, torch.ones_like(std))
+        return torch.where(std[group] > 0, (data.y - mean[group]) / scale[group], torch.zeros_like(data.y))
 
     def loss(self, output: torch.Tensor, data: Data) -> torch.Tensor:
         """Mean squared error of ``output`` [N, T] against the normalised targets over :meth:`mask`."""
