@@ -2,7 +2,7 @@
 the classic structural descriptors (:mod:`equiglass.data.descriptors`).
 
 The invariants of a layer's node features are its l = 0 channels and the norms of its l > 0
-channels (:func:`invariants`); for every descriptor, :func:`explained_variance` is the
+channels (:func:`~equiglass.nn.invariants.invariants`); for every descriptor, :func:`explained_variance` is the
 out-of-sample R² of its linear regression on them, and :func:`family_summary` averages it over
 the shells of one density or order.
 """
@@ -17,33 +17,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from equiglass.nn.invariants import invariants
+
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
     from equiglass.nn.equivariant import EquivariantPropensityModel
 
 
-def invariants(features: torch.Tensor, irreps: Any) -> torch.Tensor:
-    """The rotation invariants of equivariant node features: every l = 0 channel as it is and the
-    norm of every l > 0 channel (over its 2l + 1 components; for the first layer, a
-    radially weighted |sum_j Y_lm(r_ij)|, the form of a bond-orientational order q_l).
-
-    Args:
-        features: ``[N, irreps.dim]`` in e3nn layout.
-        irreps: their ``o3.Irreps``.
-
-    Returns:
-        ``[N, irreps.num_irreps]``.
-    """
-    columns = []
-    for (multiplicity, irrep), part in zip(irreps, irreps.slices()):
-        block = features[:, part].reshape(-1, multiplicity, irrep.dim)
-        columns.append(block[:, :, 0] if irrep.l == 0 else block.norm(dim=-1))
-    return torch.cat(columns, dim=1)
-
-
 def first_layer_invariants(model: EquivariantPropensityModel, graphs: Sequence[Data]) -> list[torch.Tensor]:
-    """The :func:`invariants` of the first interaction block's node features, per graph.
+    """The :func:`~equiglass.nn.invariants.invariants` of the first interaction block's node features, per graph.
 
     Returns:
         per graph ``[N, model.config.layer_irreps[0].num_irreps]`` float64.

@@ -8,7 +8,9 @@ Pipeline (nequip/MACE style; irreps are declared once, in :class:`EquivariantCon
         fused tensor product: SharedEdges)
     edge lengths --RadialEmbedding--> Bessel basis × polynomial cutoff
     n_layers × InteractionBlock --> ``C x 0e + C x 1o + ... + C x l_max``, last layer ``C x 0e``
-    l = 0 channels (last layer, or all layers concatenated) --MLP decoder--> ``[N, n_timescales]``
+        (all of them with readout_norms)
+    l = 0 channels (+ norms of the l > 0 channels: readout_norms; last layer, or all layers
+    concatenated) --MLP decoder--> ``[N, n_timescales]``
 
 Units: lengths in LJ units (σ_AA), energies in LJ units (ε_AA).
 """
@@ -32,6 +34,7 @@ from equiglass.nn.convolution import (
     TensorProductKind,
 )
 from equiglass.nn.embedding import NodeEmbedding
+from equiglass.nn.invariants import invariants
 from equiglass.nn.radial import RadialEmbedding
 
 #: Largest ``l_max``: the highest order of e3nn's spherical harmonics.
@@ -64,6 +67,12 @@ class EquivariantConfig:
         decoder_hidden: hidden layer sizes of the invariant decoder MLP (SiLU).
         readout_all_layers: decode the ``l = 0`` channels of every layer, concatenated,
             instead of those of the last layer only.
+        readout_norms: decode, beside the ``l = 0`` channels, the norm of every ``l > 0``
+            channel (:func:`~equiglass.nn.invariants.invariants`; the last layer then keeps its
+            ``l > 0`` outputs). These are invariants of a particle's *own* equivariant features,
+            such as the magnitude of a force-like ``l = 1`` sum over its neighbours or a
+            bond-orientational q_l, which the convolutions cannot form: they are linear in the
+            centre's own features (its neighbours' enter through the tensor product).
         type_heads: one output head per particle type: the decoder's last layer gives
             ``n_types x n_timescales`` outputs and each particle reads those of its own type,
             so that a loss on several species does not ask one head to fit both (default:
@@ -98,6 +107,7 @@ class EquivariantConfig:
     use_potential_energy: bool = False
     decoder_hidden: tuple[int, ...] = (64, 64)
     readout_all_layers: bool = False
+    readout_norms: bool = False
     type_heads: bool = False
     parity: bool = True
     batch_norm: bool = True
@@ -144,8 +154,15 @@ class EquivariantConfig:
     @property
     def layer_irreps(self) -> list[o3.Irreps]:
         """Output irreps of each layer: :attr:`hidden_irreps`, and ``channels x 0e`` for the last
-        (only its scalars are decoded, so its ``l > 0`` outputs would be unused parameters)."""
-        return [self.hidden_irreps] * (self.n_layers - 1) + [o3.Irreps(f"{self.channels}x0e")]
+        unless ``readout_norms`` (only its scalars are decoded, so its ``l > 0`` outputs would be
+        unused parameters)."""
+        last = self.hidden_irreps if self.readout_norms else o3.Irreps(f"{self.channels}x0e")
+        return [self.hidden_irreps] * (self.n_layers - 1) + [last]
+
+    @property
+    def decoded_irreps(self) -> list[o3.Irreps]:
+        """Irreps of the layers the decoder reads: every layer (``readout_all_layers``) or the last."""
+        return self.layer_irreps if self.readout_all_layers else self.layer_irreps[-1:]
 
 
 class EquivariantPropensityModel(nn.Module):
@@ -198,7 +215,7 @@ class EquivariantPropensityModel(nn.Module):
             SphericalCouplings(config.irreps_sh, set().union(*(conv.triples for conv in fused))) if fused else None
         )
 
-        n_decoded = config.channels * (config.n_layers if config.readout_all_layers else 1)
+        n_decoded = sum(irreps.num_irreps if config.readout_norms else config.channels for irreps in config.decoded_irreps)
         n_heads = config.n_types if config.type_heads else 1
         sizes = [n_decoded, *config.decoder_hidden, n_heads * config.n_timescales]
         layers: list[nn.Module] = []
@@ -239,13 +256,18 @@ class EquivariantPropensityModel(nn.Module):
     def forward(self, data: Data) -> torch.Tensor:
         """Propensities ``[N, n_timescales]`` of every particle of ``data`` (with ``type_heads``, each
         from the head of its type)."""
+        config = self.config
         features = self.node_features(data)
-        decoded = features if self.config.readout_all_layers else features[-1:]
-        channels, n_timescales = self.config.channels, self.config.n_timescales
-        out = self.decoder(torch.cat([x[:, :channels] for x in decoded], dim=-1))
-        if not self.config.type_heads:
+        decoded = features if config.readout_all_layers else features[-1:]
+        if config.readout_norms:
+            inputs = [invariants(x, irreps) for x, irreps in zip(decoded, config.decoded_irreps)]
+        else:
+            inputs = [x[:, :config.channels] for x in decoded]
+        out = self.decoder(torch.cat(inputs, dim=-1))
+        n_timescales = config.n_timescales
+        if not config.type_heads:
             return out
-        heads = out.view(-1, self.config.n_types, n_timescales)  # [N, n_types, T]
+        heads = out.view(-1, config.n_types, n_timescales)  # [N, n_types, T]
         return heads.gather(1, data.types.view(-1, 1, 1).expand(-1, 1, n_timescales)).squeeze(1)
 
     def num_parameters(self) -> int:

@@ -13,12 +13,13 @@ import torch
 from e3nn import o3
 from factories import write_bapst_file
 
-from equiglass.analysis.features import explained_variance, invariants
+from equiglass.analysis.features import explained_variance
 from equiglass.cli import main
 from equiglass.errors import ConfigError
 from equiglass.experiments.kinds import KINDS
 from equiglass.experiments.runner import run_experiment
 from equiglass.experiments.spec import deep_merge, load_spec
+from equiglass.nn.invariants import invariants
 from equiglass.training.checkpoint import read_checkpoint
 from equiglass.training.transfer import is_decoder
 
@@ -47,7 +48,7 @@ def bapst_directories(tmp_path_factory) -> list[Path]:
 
 def test_every_paper_result_has_a_spec():
     assert set(SPECS) == {"pearson_vs_time", "inputs", "depth_and_lmax", "temperatures", "transfer", "features",
-                          "glassbench", "recipe"}
+                          "glassbench", "recipe", "scaling"}
     for name in SPECS:
         spec = load_spec(EXPERIMENTS / f"{name}.toml")
         assert {"cpu", "paper"} <= spec.scales.keys()
@@ -61,7 +62,7 @@ def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directori
     spec = load_spec(EXPERIMENTS / f"{name}.toml")
     data = bapst_directories[:KINDS[spec.kind].min_datasets]
     out = tmp_path / "out"
-    test_data = bapst_directories[1] if name == "glassbench" else None  # GlassBench's separate test files
+    test_data = bapst_directories[1] if name in ("glassbench", "scaling") else None  # GlassBench's separate test files
     results = run_experiment(spec, "paper", data, out, epochs=1, progress=False, test_data=test_data)
     assert (out / "results.md").read_text().startswith(f"# {spec.title}")
     assert (out / "datasets" / "T0.44" / "manifest.json").is_file()  # converted once from the Bapst files
@@ -100,6 +101,10 @@ def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directori
             assert all(0.0 < cell["ceiling"] <= 1.0 for row in matrix for cell in row)  # Bapst files: R and msd known
         assert "(ceiling 0." in (out / "results.md").read_text()
         assert (out / "temperatures.png").is_file()
+    elif spec.kind == "scaling":  # 24 miniature files: the sizes from 8 on leave fewer than the 40 validation ones
+        assert results["runs"] == {} and results["tables"] == {} and results["plot"] is None
+        assert len(results["skipped"]) == len(spec.runs) * len(spec.options["train_configurations"])
+        assert all("holds 24 configurations, 40 of them for validation" in reason for reason in results["skipped"].values())
     elif spec.kind == "transfer":
         table = results["tables"]["equivariant T0.44 -> T0.64"]
         assert [row["model"] for row in table["pearson"]["rows"] if row["type"] == "A"] == [

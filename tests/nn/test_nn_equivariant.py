@@ -244,6 +244,29 @@ def test_model_uses_angles_and_the_invariant_ablation_does_not(first, second):
         torch.testing.assert_close(invariant(one), invariant(two), rtol=0, atol=1e-12)
 
 
+def test_readout_norms_see_a_particles_own_bond_angles_at_one_layer():
+    """One layer: the convolution's scalars depend on the centre's neighbour distances only, so a
+    bent and a straight pair of bonds look the same; the norm of its l = 1 channels, a
+    radially weighted |Σ_j Y_1(r̂_ij)| (the form of a pair-force sum), tells them apart at
+    once, as a bond-orientational q_l does. Outputs stay invariant under rotations and mirrors."""
+    bent, straight = _shell([[1, 0, 0], [0, 1, 0]]), _shell([[1, 0, 0], [-1, 0, 0]])
+    with torch.no_grad():
+        scalars = make_model(n_layers=1, avg_num_neighbours=2.0)
+        torch.testing.assert_close(scalars(bent)[0], scalars(straight)[0], rtol=0, atol=1e-12)
+        norms = make_model(n_layers=1, avg_num_neighbours=2.0, readout_norms=True)
+        assert norms.config.layer_irreps == [norms.config.hidden_irreps]
+        assert norms.decoder[0].in_features == norms.config.hidden_irreps.num_irreps
+        assert (norms(bent)[0] - norms(straight)[0]).abs().max() > 1e-3
+
+        model = make_model(readout_norms=True, readout_all_layers=True)
+        data = graph(*random_configuration(90, 5.6, seed=3))
+        reference = model(data)
+        rotation = -o3.rand_matrix(dtype=torch.float64)  # a rotation times the inversion
+        turned = data.clone()
+        turned.pos, turned.box = data.pos @ rotation.T, box_matrix(data.box) @ rotation.T
+        torch.testing.assert_close(model(turned), reference, rtol=0, atol=TOLERANCE)
+
+
 # --------------------------------------------------------------------------- smoothness, batching, size
 
 
