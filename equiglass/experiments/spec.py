@@ -24,8 +24,9 @@ A spec (``experiments/*.toml``)::
     model = { kind = "equivariant" }
     scale.cpu = { model = { channels = 8 } }    # overrides of this run at one scale
 
-    [transfer]                          # kind "transfer" only: the retraining budget
-    data = { split = [4, 4, 16] }
+    [transfer]                          # the table named after the kind, where it has options:
+    data = { split = [4, 4, 16] }       # kind "transfer": the retraining budget;
+                                        # kind "scaling": the training-set sizes and step budget
 
 Each run's config is the deep merge ``base <- scale <- run <- run.scale.<scale>``
 (:meth:`ExperimentSpec.run_tables`).
@@ -46,8 +47,8 @@ from equiglass.experiments.kinds import DEFAULT_KIND, KINDS
 SCALE_KEYS = ("datasets",)
 #: Sections of a run config a spec may override.
 RUN_SECTIONS = ("data", "model", "train")
-#: The top-level tables of a spec.
-SPEC_TABLES = ("experiment", "base", "scale", "run", "transfer")
+#: The top-level tables of every spec; a spec may also hold the table named after its kind.
+SPEC_TABLES = ("experiment", "base", "scale", "run")
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,7 +73,7 @@ class ExperimentSpec:
         base: the run-config tables shared by every run.
         scales: scale name -> its table (``datasets`` and run-config overrides).
         runs: ``(name, table)`` of every run, in order.
-        transfer: the ``[transfer]`` budget overrides (kind ``transfer``).
+        options: the table named after the kind (``[transfer]``, ``[scaling]``), empty where absent.
     """
 
     path: Path
@@ -81,7 +82,7 @@ class ExperimentSpec:
     base: dict[str, Any]
     scales: dict[str, dict[str, Any]]
     runs: tuple[tuple[str, dict[str, Any]], ...]
-    transfer: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -113,15 +114,15 @@ def load_spec(path: str | Path) -> ExperimentSpec:
 
     path = Path(path).resolve()
     content = read_toml(path, "experiment spec")
-    unknown = sorted(set(content) - set(SPEC_TABLES))
-    if unknown:
-        raise ConfigError(path, f"unknown table(s) {unknown}")
     header = content.get("experiment", {})
     if not header.get("title"):
         raise ConfigError(path, "[experiment] needs a title")
     kind = header.get("kind", DEFAULT_KIND)
     if kind not in KINDS:
         raise ConfigError(path, f"[experiment] kind must be one of {tuple(KINDS)}, got {kind!r}")
+    unknown = sorted(set(content) - {*SPEC_TABLES, kind})
+    if unknown:
+        raise ConfigError(path, f"unknown table(s) {unknown} (a {kind} spec has {[*SPEC_TABLES, kind]})")
     runs = content.get("run", [])
     names = [run.get("name") for run in runs]
     if not runs or not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
@@ -142,5 +143,5 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         base=dict(content.get("base", {})),
         scales={name: dict(table) for name, table in scales.items()},
         runs=tuple((run["name"], {key: value for key, value in run.items() if key != "name"}) for run in runs),
-        transfer=dict(content.get("transfer", {})),
+        options=dict(content.get(kind, {})),
     )

@@ -4,6 +4,7 @@
     temperatures  every run on every dataset, tested on every dataset at t ≈ τ_α
     transfer      a source backbone frozen, its decoder retrained on every other dataset, vs scratch
     features      the first layer's invariant features vs the classic structural descriptors
+    scaling       every run at several training-set sizes: test Pearson against the number of configurations
 
 A kind is one entry of :data:`KINDS` (its module's ``run`` and ``markdown``, and how many
 datasets it needs); a spec names it in ``[experiment] kind``.
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from equiglass.experiments.kinds import compare, features, temperatures, transfer
+from equiglass.experiments.kinds import compare, features, scaling, temperatures, transfer
 
 if TYPE_CHECKING:
     from equiglass.experiments.runner import Experiment
@@ -43,6 +44,7 @@ KINDS: dict[str, Kind] = {
     "temperatures": Kind(temperatures.run, temperatures.markdown, min_datasets=2),
     "transfer": Kind(transfer.run, transfer.markdown, min_datasets=2),
     "features": Kind(features.run, features.markdown),
+    "scaling": Kind(scaling.run, scaling.markdown),
 }
 #: The kind of a spec that names none.
 DEFAULT_KIND = "compare"

@@ -25,7 +25,7 @@ def run(experiment: Experiment) -> dict[str, Any]:
     """
     from equiglass.analysis.evaluate import evaluate
 
-    budget = experiment.spec.transfer
+    budget = experiment.spec.options
     facts = experiment.facts
     source_label = temperature_label(facts[0])
     tables = {}
