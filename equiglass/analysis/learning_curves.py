@@ -51,17 +51,22 @@ def learning_curves(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> di
 
 def plot_learning_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str) -> Figure:
     """A matplotlib figure: training loss (left, log scale) and validation Pearson (right) against
-    optimiser steps, one line per run."""
+    optimiser steps, one line per run (up to 10 runs one colour each, up to 20 with dashed
+    second shades), the legend beside the axes."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 4))
+    figure = Figure(figsize=(13, 4.5))
     loss_axis, pearson_axis = figure.subplots(1, 2)
-    for label, curve in curves.items():
-        loss_axis.plot(curve["step"], curve["train_loss"], label=label)
-        pearson_axis.plot(curve["step"], curve["val_pearson"], label=label)
+    palette = colormaps["tab10" if len(curves) <= 10 else "tab20"].colors
+    for index, (label, curve) in enumerate(curves.items()):
+        style = {"color": palette[index % len(palette)], "label": label,
+                 "linestyle": "--" if len(curves) > 10 and index % 2 else "-"}
+        loss_axis.plot(curve["step"], curve["train_loss"], **style)
+        pearson_axis.plot(curve["step"], curve["val_pearson"], **style)
     loss_axis.set(xlabel="optimiser step", ylabel="training loss (MSE / variance)", yscale="log")
     pearson_axis.set(xlabel="optimiser step", ylabel="validation Pearson (mean over times)")
-    pearson_axis.legend(fontsize="small")
+    pearson_axis.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.suptitle(title)
     figure.set_layout_engine("tight")
     return figure
