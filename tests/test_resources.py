@@ -8,6 +8,7 @@ from pathlib import Path
 
 import equiglass
 from equiglass.data.format import load_dataset
+from equiglass.demo import ALL_DEMO_MODELS
 from equiglass.resources import DEMO_CONFIGS, DEMO_DATASET
 from equiglass.training.config import load_config
 
@@ -33,7 +34,7 @@ def test_every_resource_file_is_package_data():
 def test_demo_configs_point_to_the_shipped_dataset():
     assert DEMO_DATASET.parent == DEMO_CONFIGS.parent == Path(equiglass.__file__).resolve().parent / "resources"
     configs = sorted(DEMO_CONFIGS.glob("demo_*.toml"))
-    assert len(configs) == 4
+    assert sorted(path.stem.removeprefix("demo_") for path in configs) == sorted(ALL_DEMO_MODELS)
     for path in configs:
         assert load_config(path).data.dataset == DEMO_DATASET
     assert len(load_dataset(DEMO_DATASET)) == 24
