@@ -19,7 +19,7 @@ demo: install
 test: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mkdocs build --strict --quiet
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n auto --dist loadfile --durations=15
 
 # The documentation site, into build/site (warnings are errors); `mkdocs serve` to read it while editing.
 docs: install

@@ -496,6 +496,8 @@ def _register_experiment(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override every run's epochs (quick checks)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads of every run, replacing [train] threads (finished runs are kept)")
+    parser.add_argument("--runs", nargs="+", default=None, metavar="NAME",
+                        help="train and report only these runs of the spec (default: every run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=_run_experiment)
 
@@ -504,7 +506,8 @@ def _run_experiment(args: argparse.Namespace) -> int:
     from equiglass.experiments.runner import results_markdown, run_experiment
 
     results = run_experiment(args.spec, args.scale, args.data, args.out, epochs=args.epochs,
-                             progress=not args.no_progress, test_data=args.test_data, threads=args.threads)
+                             progress=not args.no_progress, test_data=args.test_data, threads=args.threads,
+                             runs=args.runs)
     print(results_markdown(results))
     return 0
 

@@ -1,6 +1,6 @@
 """Running an experiment: the training runs of one spec, evaluated into tables and plots.
 
-``equiglass experiment SPEC [--scale cpu|paper] [--data PATH ...] [--out DIR] [--epochs N] [--threads N]``
+``equiglass experiment SPEC [--scale cpu|paper] [--data PATH ...] [--out DIR] [--epochs N] [--threads N] [--runs NAME ...]``
 reads an experiment spec (``experiments/*.toml``, :mod:`equiglass.experiments.spec`), trains
 every run it describes, evaluates them as its kind says (:mod:`equiglass.experiments.kinds`)
 and writes ``results.md``, ``results.json`` and the plots into ``DIR`` (default
@@ -122,6 +122,7 @@ def run_experiment(
     progress: bool = True,
     test_data: str | Path | None = None,
     threads: int | None = None,
+    runs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run an experiment (see the module docstring) and write its results; return them.
 
@@ -135,16 +136,19 @@ def run_experiment(
         test_data: a dataset (or Bapst et al.'s files) replacing every run's ``[data] test_dataset``:
             the runs of kind ``compare`` are then tested on all of its configurations.
         threads: torch CPU threads of every run, replacing their ``[train] threads``.
+        runs: train and report only these runs of the spec (default: every run).
 
     Returns:
         what ``results.json`` holds: title, kind, spec, scale, epochs override, datasets, runs,
         skipped runs, this call's wall time, then the kind's results.
 
     Raises:
-        ConfigError: a bad spec, an unknown scale, or fewer datasets than the kind needs.
+        ConfigError: a bad spec, an unknown scale or run, or fewer datasets than the kind needs.
         DataError: a dataset problem.
     """
     spec = spec if isinstance(spec, ExperimentSpec) else load_spec(spec)
+    if runs:
+        spec = spec.select(list(runs))
     if scale not in spec.scales:
         raise ConfigError(spec.path, f"no [scale.{scale}]; the spec has {sorted(spec.scales)}")
     kind = KINDS[spec.kind]

@@ -35,6 +35,7 @@ Each run's config is the deep merge ``base <- scale <- run <- run.scale.<scale>`
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,18 @@ class ExperimentSpec:
     def name(self) -> str:
         """The spec's file stem."""
         return self.path.stem
+
+    def select(self, names: list[str]) -> ExperimentSpec:
+        """The same spec with only the runs ``names``, in the spec's order.
+
+        Raises:
+            ConfigError: a name that is not a run of the spec.
+        """
+        known = [name for name, _ in self.runs]
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ConfigError(self.path, f"no run(s) {unknown}; the runs are {known}")
+        return dataclasses.replace(self, runs=tuple(run for run in self.runs if run[0] in names))
 
     def datasets(self, scale: str) -> list[Path]:
         """The scale's dataset paths, relative ones taken from the spec's directory."""

@@ -21,6 +21,7 @@ from equiglass.experiments.runner import run_experiment
 from equiglass.experiments.spec import deep_merge, load_spec
 from equiglass.nn.invariants import invariants
 from equiglass.training.checkpoint import read_checkpoint
+from equiglass.training.config import config_from_dict
 from equiglass.training.transfer import is_decoder
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # tests/experiments/ -> the repository
@@ -60,16 +61,20 @@ def test_every_paper_result_has_a_spec():
 @pytest.mark.parametrize("name", SPECS)
 def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directories, tmp_path):
     spec = load_spec(EXPERIMENTS / f"{name}.toml")
+    for run, _ in spec.runs:  # every run's config is valid at this scale, trained or not
+        config_from_dict(spec.run_tables(run, "paper", bapst_directories[0]), spec.path)
     data = bapst_directories[:KINDS[spec.kind].min_datasets]
     out = tmp_path / "out"
     test_data = bapst_directories[1] if name in ("glassbench", "scaling") else None  # GlassBench's separate test files
-    results = run_experiment(spec, "paper", data, out, epochs=1, progress=False, test_data=test_data)
+    # the recipe's many runs differ by one option each: three of them exercise the code
+    runs = ["20ep-seed0", "60ep-loss-AB-type-heads", "60ep-loss-AB-readout-norms"] if name == "recipe" else None
+    results = run_experiment(spec, "paper", data, out, epochs=1, progress=False, test_data=test_data, runs=runs)
     assert (out / "results.md").read_text().startswith(f"# {spec.title}")
     assert (out / "datasets" / "T0.44" / "manifest.json").is_file()  # converted once from the Bapst files
     assert all(run["epochs"] == 1 for run in results["runs"].values())
 
     if spec.kind == "compare":
-        names = [run for run, _ in spec.runs]
+        names = runs or [run for run, _ in spec.runs]
         trained = [row["model"] for row in results["pearson"]["rows"] if row["type"] == "A"]
         assert trained == [run for run in names if run not in results["skipped"]]
         for row in results["pearson"]["rows"]:
@@ -162,6 +167,8 @@ def test_spec_errors_name_the_file(tmp_path, bapst_directories):
         run_experiment(EXPERIMENTS / "features.toml", "paper", None, tmp_path / "a")
     with pytest.raises(ConfigError, match="at least 2 datasets"):
         run_experiment(EXPERIMENTS / "temperatures.toml", "paper", bapst_directories[:1], tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"no run\(s\) \['sweep'\]"):
+        run_experiment(EXPERIMENTS / "features.toml", "paper", bapst_directories[:1], tmp_path / "d", runs=["sweep"])
     with pytest.raises(ConfigError, match="no \\[scale.gpu\\]"):
         run_experiment(EXPERIMENTS / "features.toml", "gpu", bapst_directories[:1], tmp_path / "c")
 
