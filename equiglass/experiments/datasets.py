@@ -31,7 +31,7 @@ def prepare_dataset(source: Path, out: Path) -> Path:
 
             missing = len(dataset.manifest["configurations"]) - len(dataset)
             log.info("%s: generating its %d missing configurations from the manifest's protocol (resumable; "
-                     "about 4 CPU-minutes each for N = 1000 at T = 0.6)", source, missing)
+                     "2-4 CPU-minutes each for N = 1000 at T = 0.6)", source, missing)
             complete_dataset(source, workers=os.cpu_count() or 1)
         return source
     from equiglass.data.bapst import convert_bapst
