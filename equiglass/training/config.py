@@ -283,14 +283,14 @@ def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
     if "kind" not in tables["model"]:
         raise ConfigError(path, "[model] lacks the key 'kind' (equivariant, bapst or ridge)")
 
-    data = _section(DataConfig, tables["data"], path, "data")
+    data = parse_section(DataConfig, tables["data"], path, "data")
     data = dataclasses.replace(data, **{
         key: (path.parent / value).resolve()
         for key in ("dataset", "validation_dataset", "test_dataset")
         if (value := getattr(data, key)) is not None
     })
     model = _model_section(tables["model"], path)
-    train = _section(TrainConfig, tables["train"], path, "train")
+    train = parse_section(TrainConfig, tables["train"], path, "train")
     entry, _ = model_kind(model)
     augment = entry.augmentation is not None if train.augment is None else train.augment
     train = dataclasses.replace(train, augment=augment)
@@ -347,8 +347,9 @@ def _plain(table: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _section(cls: type, table: Mapping[str, Any], path: Path, name: str) -> Any:
-    """Build dataclass ``cls`` from a TOML table, checking keys and value types against its annotations."""
+def parse_section(cls: type, table: Mapping[str, Any], path: Path, name: str) -> Any:
+    """Build dataclass ``cls`` from TOML table ``[name]`` of file ``path``, checking keys and value
+    types against its annotations; its own ``ValueError`` becomes a :class:`ConfigError` too."""
     fields = {spec.name for spec in dataclasses.fields(cls)}
     unknown = sorted(set(table) - fields)
     if unknown:

@@ -19,8 +19,10 @@ the seed spread and the noise ceiling, drawn in ``scaling.png`` (one panel per t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,31 +35,32 @@ if TYPE_CHECKING:
 
     from equiglass.experiments.runner import Experiment
 
-#: ``[scaling]`` keys and their defaults (``train_configurations`` has none).
-OPTIONS = {"train_configurations": None, "seeds": [0], "steps": 1920, "validations": 30}
+@dataclass(frozen=True)
+class ScalingOptions:
+    """The ``[scaling]`` table (sizes sorted and seeds deduplicated on construction).
 
-
-def options(experiment: Experiment) -> dict[str, Any]:
-    """The checked ``[scaling]`` table, defaults filled in.
-
-    Raises:
-        ConfigError: unknown keys, no sizes, or a size, seed, step or validation count that is not a
-            positive integer (seeds: non-negative).
+    Attributes:
+        train_configurations: training-set sizes, positive.
+        seeds: seeds of every gradient-trained run (a closed-form fit takes the first), >= 0.
+        steps: optimiser steps of every gradient-trained run at every size.
+        validations: about this many validations per run.
     """
-    path, table = experiment.spec.path, experiment.spec.options
-    unknown = sorted(set(table) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(path, f"[scaling]: unknown key(s) {unknown}; it has {list(OPTIONS)}")
-    chosen = {**OPTIONS, **table}
-    sizes, seeds = chosen["train_configurations"], chosen["seeds"]
-    if not isinstance(sizes, list) or not sizes or not all(_is_int(n) and n > 0 for n in sizes):
-        raise ConfigError(path, f"[scaling] train_configurations must list positive integers, got {sizes!r}")
-    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
-        raise ConfigError(path, f"[scaling] seeds must list integers >= 0, got {seeds!r}")
-    for key in ("steps", "validations"):
-        if not (_is_int(chosen[key]) and chosen[key] > 0):
-            raise ConfigError(path, f"[scaling] {key} must be a positive integer, got {chosen[key]!r}")
-    return {**chosen, "train_configurations": sorted(set(sizes)), "seeds": list(dict.fromkeys(seeds))}
+
+    train_configurations: tuple[int, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    steps: int = 1920
+    validations: int = 30
+
+    def __post_init__(self) -> None:
+        if not self.train_configurations or min(self.train_configurations) < 1:
+            raise ValueError(f"train_configurations must list positive integers, got {list(self.train_configurations)}")
+        if not self.seeds or min(self.seeds) < 0:
+            raise ValueError(f"seeds must list integers >= 0, got {list(self.seeds)}")
+        for name in ("steps", "validations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        object.__setattr__(self, "train_configurations", tuple(sorted(set(self.train_configurations))))
+        object.__setattr__(self, "seeds", tuple(dict.fromkeys(self.seeds)))
 
 
 def budget(steps: int, validations: int, n_train: int, batch_size: int) -> dict[str, int]:
@@ -77,13 +80,14 @@ def run(experiment: Experiment) -> dict[str, Any]:
         (None when no size fits the dataset).
 
     Raises:
-        ConfigError: a bad ``[scaling]`` table, a run with no ``[data] test_dataset``, or runs naming
+        ConfigError: a bad ``[scaling]`` table (:class:`ScalingOptions`), a run with no ``[data] test_dataset``, or runs naming
             different test datasets.
     """
     from equiglass.analysis.evaluate import evaluate
     from equiglass.nn.registry import MODEL_KINDS
+    from equiglass.training.config import parse_section
 
-    chosen = options(experiment)
+    chosen = parse_section(ScalingOptions, experiment.spec.options, experiment.spec.path, "scaling")
     dataset, available = experiment.datasets[0], experiment.facts[0]["configurations"]
     configs = {name: experiment.config(name, dataset) for name, _ in experiment.spec.runs}
     tested_on = {config.data.test_dataset for config in configs.values()}
@@ -92,12 +96,12 @@ def run(experiment: Experiment) -> dict[str, Any]:
                                                 "configurations: give the runs a [data] test_dataset (or --test-data)")
     if len(tested_on) > 1:
         raise ConfigError(experiment.spec.path, f"the runs name different test datasets: {sorted(map(str, tested_on))}")
+    closed_form = {name: MODEL_KINDS[config.kind].fit == "closed_form" for name, config in configs.items()}
     run_dirs: dict[str, list[Path]] = {name: [] for name in configs}
-    for seed in chosen["seeds"]:
-        for n in chosen["train_configurations"]:
+    for seed in chosen.seeds:
+        for n in chosen.train_configurations:
             for name, config in configs.items():
-                closed_form = MODEL_KINDS[config.kind].fit == "closed_form"
-                if closed_form and seed != chosen["seeds"][0]:
+                if closed_form[name] and seed != chosen.seeds[0]:
                     continue  # a closed-form fit does not depend on the seed
                 validation = config.data.split[1]
                 if n + validation > available:
@@ -105,8 +109,8 @@ def run(experiment: Experiment) -> dict[str, Any]:
                                                               f"{validation} of them for validation")
                     continue
                 train = {"seed": seed}
-                if not closed_form:
-                    train |= budget(chosen["steps"], chosen["validations"], n, config.train.batch_size)
+                if not closed_form[name]:
+                    train |= budget(chosen.steps, chosen.validations, n, config.train.batch_size)
                 label = f"{name}/n{n:03d}-seed{seed}"
                 data = {"split": [n, validation, 0]}
                 run_dirs[name].append(experiment.train(label, experiment.config(name, dataset, train, data)))
@@ -117,7 +121,7 @@ def run(experiment: Experiment) -> dict[str, Any]:
             table = evaluate(trained, test_dataset, out=experiment.out / name)
             tables[name] = {"pearson": table_json(table), "pearson_markdown": table.to_markdown(),
                             "plot": f"{name}/pearson.png"}
-    results = {"options": chosen, "tested_on": str(test_dataset), "tables": tables,
+    results = {"options": dataclasses.asdict(chosen), "tested_on": str(test_dataset), "tables": tables,
                "curves": curves({name: entry["pearson"] for name, entry in tables.items()}), "plot": None}
     if tables:
         plot_curves(results["curves"], experiment.spec.title, experiment.out / "scaling.png")
@@ -215,11 +219,11 @@ def plot_curves(results: Mapping[str, Any], title: str, path: Path, particle_typ
 
 
 def markdown(results: Mapping[str, Any]) -> list[str]:
-    """The ``results.md`` section: the budget, a size × run table of the mean over times (type A),
-    a table per time, then the plot and the runs' full tables."""
+    """The ``results.md`` section: the budget, a size × run table of type A (the mean over times, then
+    each time), then the plot and the runs' full tables."""
     chosen, data = results["options"], results["curves"]
     lines = [f"Tested on `{results['tested_on']}`; {chosen['steps']} optimiser steps per gradient-trained run at "
-             f"every size; seeds {chosen['seeds']}. Per-configuration Pearson, type A, mean over seeds "
+             f"every size; seeds {list(chosen['seeds'])}. Per-configuration Pearson, type A, mean over seeds "
              "(± seed spread where there are several seeds).", ""]
     names = list(data["runs"])
     sizes = sorted({point["n"] for by_type in data["runs"].values() for point in by_type.get("A", [])})
@@ -243,7 +247,3 @@ def markdown(results: Mapping[str, Any]) -> list[str]:
         lines += [f"## {name}", "", entry["pearson_markdown"], ""]
     return lines
 
-
-def _is_int(value: Any) -> bool:
-    """An integer and not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)
