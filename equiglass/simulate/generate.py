@@ -312,11 +312,13 @@ def _finalise(directory: Path, protocol: GenerationProtocol) -> tuple[bool, floa
     if not all(path.is_file() for path in paths):
         return False, None
     try:
-        configurations = [read_configuration(path, **_checks(protocol)) for path in paths]
+        # one configuration in memory at a time: its F_s and the checksum of its arrays
+        read = [(arrays["self_intermediate_scattering"], arrays_sha256(arrays))
+                for arrays in (read_configuration(path, **_checks(protocol)) for path in paths)]
     except DataError as error:
         logger.warning("cannot measure tau_alpha yet: %s (rerun to regenerate it)", error)
         return False, None
-    fs = np.stack([arrays["self_intermediate_scattering"] for arrays in configurations])
+    fs = np.stack([scattering for scattering, _ in read])
     times = protocol.times
     tau_alpha = _finite_or_none(observables.relaxation_time(times, fs.mean(axis=0)))
     per_configuration = [_finite_or_none(observables.relaxation_time(times, row)) for row in fs]
@@ -339,8 +341,7 @@ def _finalise(directory: Path, protocol: GenerationProtocol) -> tuple[bool, floa
     manifest = json.loads((directory / MANIFEST_NAME).read_text())
     manifest.update(tau_alpha=tau_alpha, tau_alpha_per_configuration=per_configuration)
     differing = []
-    for entry, arrays in zip(manifest["configurations"], configurations):
-        checksum = arrays_sha256(arrays)
+    for entry, (_, checksum) in zip(manifest["configurations"], read):
         if entry.setdefault("arrays_sha256", checksum) != checksum:
             differing.append(entry["file"])
     if differing:
