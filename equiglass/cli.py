@@ -102,7 +102,8 @@ def _register_generate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from equiglass.simulate.generate import generate, interrupt_on_sigterm
+    from equiglass.process_pool import interrupt_on_sigterm
+    from equiglass.simulate.generate import generate
     from equiglass.simulate.protocol import GenerationProtocol
 
     protocol = dataclass_from_options(GenerationProtocol, args)
@@ -496,6 +497,9 @@ def _register_experiment(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override every run's epochs (quick checks)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads of every run, replacing [train] threads (finished runs are kept)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train up to this many runs at once, each in its own process with cpu_count // JOBS "
+                             "threads unless --threads is given (default: %(default)s)")
     parser.add_argument("--runs", nargs="+", default=None, metavar="NAME",
                         help="train and report only these runs of the spec (default: every run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -504,10 +508,12 @@ def _register_experiment(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_experiment(args: argparse.Namespace) -> int:
     from equiglass.experiments.runner import results_markdown, run_experiment
+    from equiglass.process_pool import interrupt_on_sigterm
 
-    results = run_experiment(args.spec, args.scale, args.data, args.out, epochs=args.epochs,
-                             progress=not args.no_progress, test_data=args.test_data, threads=args.threads,
-                             runs=args.runs)
+    with interrupt_on_sigterm():
+        results = run_experiment(args.spec, args.scale, args.data, args.out, epochs=args.epochs,
+                                 progress=not args.no_progress, test_data=args.test_data, threads=args.threads,
+                                 runs=args.runs, jobs=args.jobs)
     print(results_markdown(results))
     return 0
 

@@ -2,8 +2,8 @@
 
     physics < data < simulate < nn < training < analysis < experiments < (cli, demo, testing)
 
-``equiglass`` itself (``__version__``), ``equiglass.errors``, ``equiglass.metrics`` and
-``equiglass.resources`` are leaves: they import
+``equiglass`` itself (``__version__``), ``equiglass.errors``, ``equiglass.metrics``,
+``equiglass.process_pool`` and ``equiglass.resources`` are leaves: they import
 nothing of equiglass, so every layer may use them. Imports inside functions count too, with one
 exception: the package root re-exports the top layer's notebook API (``equiglass.api``) from its
 module ``__getattr__``, which runs only when a user asks for one of those names.
@@ -21,7 +21,7 @@ import equiglass
 PACKAGE = Path(equiglass.__file__).parent
 LAYERS = ("physics", "data", "simulate", "nn", "training", "analysis", "experiments")
 TOP = ("cli", "demo", "testing", "api", "__main__")
-LEAVES = ("errors", "metrics", "resources")
+LEAVES = ("errors", "metrics", "process_pool", "resources")
 #: Module -> the modules it may import lazily, inside its module-level ``__getattr__`` only.
 LAZY_REEXPORTS = {"equiglass": {"equiglass.api"}}
 

@@ -35,7 +35,7 @@ when its tasks are done (workers never touch the directory), then records
 tau_alpha once the dataset is complete. The tasks run in worker processes, each
 holding one persistent LAMMPS instance (`equiglass.simulate.workers`); the
 parameters and seeds are `equiglass.simulate.protocol.GenerationProtocol`.
-Ctrl-C (and SIGTERM, under `interrupt_on_sigterm`) stops the main process and
+Ctrl-C (and SIGTERM, under `equiglass.process_pool.interrupt_on_sigterm`) stops the main process and
 terminates the workers at once; rerun the same command to resume.
 """
 
@@ -46,7 +46,6 @@ import fcntl
 import json
 import logging
 import math
-import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
@@ -154,25 +153,7 @@ def generate(
     return GenerationReport(written=missing, skipped=skipped, corrupt=corrupt, complete=complete, tau_alpha=tau_alpha)
 
 
-# ------------------------------------------------------------------ locks and signals
-
-
-@contextlib.contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """Within this block (in the main thread), SIGTERM raises KeyboardInterrupt, as Ctrl-C does.
-
-    So a scheduler's or ``timeout``'s SIGTERM stops a run as Ctrl-C would:
-    workers terminated, configurations already written kept.
-    """
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+# ------------------------------------------------------------------ locks
 
 
 @contextlib.contextmanager

@@ -6,33 +6,23 @@ them holds one persistent LAMMPS instance (`Worker`). `open_executor` gives
 either a pool of worker processes or an executor that runs every task in the
 calling process at submission (same results, bit for bit).
 
-Pool workers are started with the ``spawn`` method: forking a process that has
-initialised MPI (mpich, through LAMMPS) and may run other threads is unsafe
-even where it happens to work. They ignore Ctrl-C, which the main process
-handles by terminating them at once (``shutdown(cancel_futures=True)``, which
-sends them SIGTERM). On SIGTERM a worker closes its LAMMPS instance, finalises
-MPI and exits; it does the same when its parent dies (killed with SIGKILL, say),
-which a watchdog thread notices within `PARENT_POLL_SECONDS`.
+Pool workers are :class:`~equiglass.process_pool.ProcessPool` processes (``spawn``; Ctrl-C
+handled by the main process, which terminates them at once; no worker outlives its run).
+Stopped by SIGTERM, or by the death of the main process, a worker closes its LAMMPS instance
+and finalises MPI before it exits.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
 
+from equiglass.process_pool import ProcessPool
 from equiglass.simulate.lammps import KobAndersenLammps, finalize_mpi
 from equiglass.simulate.protocol import GenerationProtocol
-
-PARENT_POLL_SECONDS = 0.5
-"""How often a pool worker checks that the process that started it is still alive."""
 
 
 def open_executor(protocol: GenerationProtocol, workers: int) -> Executor:
@@ -40,31 +30,9 @@ def open_executor(protocol: GenerationProtocol, workers: int) -> Executor:
 
     Shut it down (``shutdown``) to release the LAMMPS instances.
     """
-    return InlineExecutor(protocol) if workers == 0 else PoolExecutor(workers, protocol)
-
-
-class PoolExecutor(ProcessPoolExecutor):
-    """Worker processes started with ``spawn``, each running `_start_pool_worker` first.
-
-    A crashed worker fails the run (``BrokenProcessPool``) instead of hanging
-    it, and ``shutdown(cancel_futures=True)`` also terminates the workers,
-    so that an interrupted run stops without finishing the trajectories in flight.
-    """
-
-    def __init__(self, workers: int, protocol: GenerationProtocol):
-        super().__init__(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_pool_worker,
-            initargs=(protocol, os.getpid()),
-        )
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        if cancel_futures:
-            # No public way to stop running tasks before Python 3.14 (terminate_workers): use the process table.
-            for process in list((self._processes or {}).values()):
-                process.terminate()
-        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+    if workers == 0:
+        return InlineExecutor(protocol)
+    return ProcessPool(workers, initializer=_start_worker, initargs=(protocol,), on_exit=_release_lammps)
 
 
 class InlineExecutor(Executor):
@@ -126,30 +94,10 @@ def _start_worker(protocol: GenerationProtocol) -> None:
     _WORKER = Worker(protocol)
 
 
-def _start_pool_worker(protocol: GenerationProtocol, parent: int) -> None:
-    """Pool initializer: Ctrl-C reaches the whole process group, but only the main process handles it.
-
-    SIGTERM (from the main process, or anyone) and the death of the main
-    process `parent` (this worker's parent) end the worker cleanly.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    threading.Thread(target=_watch_parent, args=(parent,), name="equiglass-parent-watchdog", daemon=True).start()
-    _start_worker(protocol)
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    """Signal handler of pool workers: release LAMMPS and MPI, then exit at once (status 128 + signum)."""
+def _release_lammps() -> None:
+    """What a pool worker does before it exits on SIGTERM: close LAMMPS, finalise MPI."""
     _stop_worker()
     finalize_mpi()
-    os._exit(128 + signum)
-
-
-def _watch_parent(parent: int) -> None:
-    """Send SIGTERM to this process once its parent `parent` is gone (it was re-parented), so that it exits."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_POLL_SECONDS)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _stop_worker() -> None:

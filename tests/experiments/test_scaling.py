@@ -3,8 +3,13 @@ configurations at every size, and curves that are the runs' tables averaged over
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +19,7 @@ from factories import MODELS, write_dataset
 from equiglass.errors import ConfigError
 from equiglass.experiments.kinds.scaling import budget, curves
 from equiglass.experiments.runner import run_experiment
+from equiglass.training.checkpoint import read_resume_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -123,3 +129,77 @@ def test_curves_ignore_rows_of_published_models():
     result = curves({"network": table})
     assert result["runs"]["network"]["A"] == [{"n": 8, "seeds": 1, "mean": [0.5], "seed_std": [0.0],
                                                "configuration_std": [0.1]}]
+
+
+def test_jobs_train_runs_side_by_side_with_the_numbers_of_one_at_a_time(datasets, tmp_path):
+    pool, validation, test = datasets
+    spec = write_spec(tmp_path, pool, validation, test)
+    one = run_experiment(spec, "cpu", out=tmp_path / "one", progress=False)
+    two = run_experiment(spec, "cpu", out=tmp_path / "two", progress=False, jobs=2)
+    assert two["tables"] == one["tables"] and two["curves"] == one["curves"]
+    assert list(two["runs"]) == list(one["runs"])  # in the spec's order, whatever finished first
+    for label, run in one["runs"].items():
+        assert two["runs"][label]["best_val_pearson_mean"] == run["best_val_pearson_mean"]
+        assert _metrics(tmp_path / "two" / "runs" / label) == _metrics(tmp_path / "one" / "runs" / label)
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        run_experiment(spec, "cpu", out=tmp_path / "three", progress=False, jobs=0)
+
+
+def test_sigterm_stops_every_job_cleanly_and_a_rerun_resumes(datasets, tmp_path):
+    """SIGTERM in the middle of two runs: exit 130, no process left, no temporary file, every
+    run's last epoch kept; the same command resumes them."""
+    pool, validation, test = datasets
+    spec = write_spec(tmp_path, pool, validation, test, "seeds = [0]\nsteps = 100000")
+    out = tmp_path / "out"
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        process = subprocess.Popen([sys.executable, "-m", "equiglass", "experiment", str(spec), "--out", str(out),
+                                    "--jobs", "2", "--threads", "1", "--no-progress"],
+                                   stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    running = [out / "runs" / "network" / f"n00{n}-seed0" / "last.pt" for n in (2, 4)]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(path.is_file() for path in running) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all(path.is_file() for path in running), stderr.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert "interrupted: rerun the same command to resume" in stderr.read_text()
+    deadline = time.monotonic() + 15
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _group_alive(process.pid)
+    assert sorted(path.name for path in out.rglob("*") if path.name.endswith(".tmp")) == []
+
+    done = {path.parent.name: read_resume_checkpoint(path)["epoch"] for path in running}
+    epochs = max(done.values()) + 1
+    results = run_experiment(spec, "cpu", out=out, progress=False, jobs=2, epochs=epochs)
+    for name in done:
+        rows = list(csv.DictReader((out / "runs" / "network" / name / "metrics.csv").read_text().splitlines()))
+        assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))  # resumed, not restarted
+        assert results["runs"][f"network/{name}"]["epochs"] == epochs
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``metrics.csv`` but their wall times ([] for ridge, which keeps none)."""
+    path = run_dir / "metrics.csv"
+    rows = csv.DictReader(path.read_text().splitlines()) if path.is_file() else []
+    return [{key: value for key, value in row.items() if key != "wall_s"} for row in rows]
+
+
+def _group_alive(group: int) -> bool:
+    """Whether any live (not zombie) process belongs to process group ``group``."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                return True
+    return False

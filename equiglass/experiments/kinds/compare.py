@@ -35,7 +35,7 @@ def run(experiment: Experiment) -> dict[str, Any]:
     from equiglass.analysis.learning_curves import learning_curves, plot_learning_curves
 
     dataset = experiment.datasets[0]
-    run_dirs, labels, test_datasets = [], [], set()
+    tasks, test_datasets = [], set()
     for name, _ in experiment.spec.runs:
         config = experiment.config(name, dataset)
         if config.data.test_dataset is None and config.data.split[2] == 0:
@@ -47,11 +47,11 @@ def run(experiment: Experiment) -> dict[str, Any]:
             experiment.skipped[name] = f"{dataset} lacks {missing}"
             log.warning("run %s skipped: %s", name, experiment.skipped[name])
             continue
-        run_dirs.append(experiment.train(name, config))
-        labels.append(name)
+        tasks.append((name, config))
     if len(test_datasets) > 1:
         raise ConfigError(experiment.spec.path, f"the runs name different test datasets: {sorted(map(str, test_datasets))}")
     (tested_on,) = test_datasets
+    run_dirs, labels = experiment.train_all(tasks), [name for name, _ in tasks]
     table = evaluate(run_dirs, tested_on, out=experiment.out)
     curves = learning_curves(run_dirs, labels)
     if curves:

@@ -36,7 +36,6 @@ def run(experiment: Experiment) -> dict[str, Any]:
         DataError: fewer than 2 test configurations.
     """
     from equiglass.data.descriptors import DescriptorConfig, graph_descriptors
-    from equiglass.nn.equivariant import EquivariantPropensityModel
     from equiglass.nn.registry import build_model
     from equiglass.training.checkpoint import load_checkpoint
 
@@ -44,11 +43,13 @@ def run(experiment: Experiment) -> dict[str, Any]:
     descriptor_config = DescriptorConfig()
     names = descriptor_config.feature_names
     analyses = {}
-    for name, _ in experiment.spec.runs:
-        config = experiment.config(name, dataset)
-        trained = load_checkpoint(experiment.train(name, config))
-        if not isinstance(trained.model, EquivariantPropensityModel):
+    configs = {name: experiment.config(name, dataset) for name, _ in experiment.spec.runs}
+    for name, config in configs.items():
+        if config.kind != "equivariant":
             raise ConfigError(experiment.spec.path, f"run {name!r}: a features experiment needs equivariant models")
+    run_dirs = experiment.train_all(list(configs.items()))
+    for (name, config), run_dir in zip(configs.items(), run_dirs):
+        trained = load_checkpoint(run_dir)
         graphs = list(trained.graphs(dataset, config.split_of(experiment.facts[0]["configurations"])["test"]))
         if len(graphs) < 2:
             raise DataError(dataset, "a features experiment needs at least 2 test configurations")

@@ -97,7 +97,7 @@ def run(experiment: Experiment) -> dict[str, Any]:
     if len(tested_on) > 1:
         raise ConfigError(experiment.spec.path, f"the runs name different test datasets: {sorted(map(str, tested_on))}")
     closed_form = {name: MODEL_KINDS[config.kind].fit == "closed_form" for name, config in configs.items()}
-    run_dirs: dict[str, list[Path]] = {name: [] for name in configs}
+    tasks, names = [], []
     for seed in chosen.seeds:
         for n in chosen.train_configurations:
             for name, config in configs.items():
@@ -111,9 +111,12 @@ def run(experiment: Experiment) -> dict[str, Any]:
                 train = {"seed": seed}
                 if not closed_form[name]:
                     train |= budget(chosen.steps, chosen.validations, n, config.train.batch_size)
-                label = f"{name}/n{n:03d}-seed{seed}"
                 data = {"split": [n, validation, 0]}
-                run_dirs[name].append(experiment.train(label, experiment.config(name, dataset, train, data)))
+                tasks.append((f"{name}/n{n:03d}-seed{seed}", experiment.config(name, dataset, train, data)))
+                names.append(name)
+    run_dirs: dict[str, list[Path]] = {name: [] for name in configs}
+    for name, run_dir in zip(names, experiment.train_all(tasks)):
+        run_dirs[name].append(run_dir)
     (test_dataset,) = tested_on
     tables = {}
     for name, trained in run_dirs.items():
@@ -199,7 +202,7 @@ def plot_curves(results: Mapping[str, Any], title: str, path: Path, particle_typ
             ax.errorbar(sizes, [pick(point["mean"]) for point in points],
                         yerr=[pick(point["seed_std"]) for point in points], marker="o", ms=3, capsize=2, label=name)
         if ceiling.size:
-            level = float(np.nanmean(ceiling)) if average else ceiling[panel]
+            level = (float(np.nanmean(ceiling)) if average else ceiling[panel]) if np.isfinite(ceiling).any() else np.nan
             if np.isfinite(level):
                 ax.axhline(level, color="0.5", lw=1, ls="--", label="noise ceiling")
         ax.set_xscale("log", base=2)

@@ -31,12 +31,14 @@ def run(experiment: Experiment) -> dict[str, Any]:
 
     facts = experiment.facts
     labels = [temperature_label(f) for f in facts]
+    tasks = [(f"{name}/{train_label}", experiment.config(name, train_dataset))
+             for name, _ in experiment.spec.runs for train_dataset, train_label in zip(experiment.datasets, labels)]
+    trained_runs = iter(zip(tasks, experiment.train_all(tasks)))
     matrices: dict[str, list[list[dict[str, float]]]] = {}
     for name, _ in experiment.spec.runs:
         matrix = []
-        for train_facts, train_dataset, train_label in zip(facts, experiment.datasets, labels):
-            config = experiment.config(name, train_dataset)
-            trained = load_checkpoint(experiment.train(f"{name}/{train_label}", config))
+        for train_facts, ((_, config), run_dir) in zip(facts, trained_runs):
+            trained = load_checkpoint(run_dir)
             output = tau_alpha_index(train_facts)
             matrix.append([
                 cross_pearson(trained, config, test_facts, output, tau_alpha_index(test_facts))

@@ -28,23 +28,28 @@ def run(experiment: Experiment) -> dict[str, Any]:
     budget = experiment.spec.options
     facts = experiment.facts
     source_label = temperature_label(facts[0])
+    train_budget, data_budget = budget.get("train", {}), budget.get("data", {})
+    names = [name for name, _ in experiment.spec.runs]
+    sources = experiment.train_all([(f"{name}/source-{source_label}", experiment.config(name, experiment.datasets[0]))
+                                    for name in names])
+    targets = [(name, temperature_label(target_facts), dataset)
+               for name, source in zip(names, sources) for target_facts, dataset in zip(facts[1:], experiment.datasets[1:])]
+    source_of = dict(zip(names, sources))
+    tasks = []
+    for name, label, dataset in targets:
+        tasks += [(f"{name}/{label}-frozen-backbone",
+                   experiment.config(name, dataset, {**train_budget, "init_from": str(source_of[name]),
+                                                     "freeze_backbone": True}, data_budget)),
+                  (f"{name}/{label}-scratch", experiment.config(name, dataset, train_budget, data_budget))]
+    run_dirs = experiment.train_all(tasks)
     tables = {}
-    for name, _ in experiment.spec.runs:
-        source = experiment.train(f"{name}/source-{source_label}", experiment.config(name, experiment.datasets[0]))
-        for target_facts, dataset in zip(facts[1:], experiment.datasets[1:]):
-            label = temperature_label(target_facts)
-            train_budget, data_budget = budget.get("train", {}), budget.get("data", {})
-            frozen_config = experiment.config(name, dataset, {**train_budget, "init_from": str(source),
-                                                              "freeze_backbone": True}, data_budget)
-            frozen = experiment.train(f"{name}/{label}-frozen-backbone", frozen_config)
-            scratch = experiment.train(f"{name}/{label}-scratch", experiment.config(name, dataset, train_budget,
-                                                                                     data_budget))
-            table = evaluate([frozen, scratch], dataset, out=experiment.out / f"{name}-{label}")
-            tables[f"{name} {source_label} -> {label}"] = {
-                "pearson": table_json(table),
-                "pearson_markdown": table.to_markdown(),
-                "plot": f"{name}-{label}/pearson.png",
-            }
+    for (name, label, dataset), frozen, scratch in zip(targets, run_dirs[::2], run_dirs[1::2]):
+        table = evaluate([frozen, scratch], dataset, out=experiment.out / f"{name}-{label}")
+        tables[f"{name} {source_label} -> {label}"] = {
+            "pearson": table_json(table),
+            "pearson_markdown": table.to_markdown(),
+            "plot": f"{name}-{label}/pearson.png",
+        }
     return {"source": source_label, "budget": budget, "tables": tables}
 
 
