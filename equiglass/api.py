@@ -68,6 +68,7 @@ def predict(
     types: np.ndarray,
     box: np.ndarray,
     potential_energy: np.ndarray | None = None,
+    is_positions: np.ndarray | None = None,
 ) -> np.ndarray:
     """The propensity a trained model predicts for one configuration given as arrays.
 
@@ -79,6 +80,9 @@ def predict(
         box: [3] sides of the periodic orthorhombic box (LJ lengths).
         potential_energy: [N] per-particle potential energy of those positions, for models trained
             with it (``model.data_section["with_potential_energy"]``).
+        is_positions: [N, 3] inherent-state positions, for models trained with the displacement
+            from the inherent state (``model.data_section["with_is_displacement"]``); ``positions``
+            are then the thermal ones.
 
     Returns:
         [N, T] float32 predicted propensity (LJ lengths) at the model's times ``model.times``.
@@ -92,7 +96,8 @@ def predict(
     ((1000, 10), dtype('float32'))
 
     Raises:
-        ValueError: the model needs ``potential_energy`` and none is given, or the arrays are invalid.
+        ValueError: the model needs ``potential_energy`` or ``is_positions`` and none is given, or the
+            arrays are invalid.
     """
     trained = model if isinstance(model, TrainedModel) else load_model(model)
     position_field, energy_field = POSITION_FIELDS[trained.data_section["positions"]]
@@ -104,4 +109,10 @@ def predict(
         if potential_energy is None:
             raise ValueError("this model takes the per-particle potential energy: pass potential_energy [N]")
         fields[energy_field] = np.asarray(potential_energy)
+    if trained.data_section["with_is_displacement"]:
+        if is_positions is None or position_field != "positions":
+            raise ValueError("this model takes the displacement from the inherent state: pass the thermal positions "
+                             "and is_positions [N, 3]" + ("" if position_field == "positions" else
+                                                          " (a model of inherent positions: predict from a dataset)"))
+        fields["is_positions"] = wrap(np.asarray(is_positions, dtype=np.float64), box)
     return configuration_prediction(trained, fields)["prediction"].T

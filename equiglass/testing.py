@@ -2,8 +2,8 @@
 
 A propensity model maps the PyG graph of one periodic configuration (see
 :mod:`equiglass.data.graphs`: ``pos [N, 3]``, ``types [N]``, ``box [1, 3]`` sides,
-``edge_index [2, E]``, ``edge_shift [E, 3]``, optionally ``potential_energy [N]``) to
-per-particle outputs ``[N, T]``. These helpers raise :class:`AssertionError` where it breaks
+``edge_index [2, E]``, ``edge_shift [E, 3]``, optionally ``potential_energy [N]`` and
+``is_displacement [N, 3]``) to per-particle outputs ``[N, T]``. These helpers raise :class:`AssertionError` where it breaks
 a symmetry of the physics or does not compile into one graph:
 
 * :func:`assert_symmetries`: outputs unchanged under rotations of positions and lattice,
@@ -46,12 +46,13 @@ def configuration_of(data: Data) -> Configuration:
     box = data.box.reshape(-1)
     if box.numel() != 3:
         raise ValueError(f"need one configuration with 3 orthorhombic box sides, got box of shape {tuple(data.box.shape)}")
-    energy = data.potential_energy if "potential_energy" in data else None
+    optional = [data[name].detach().double().cpu().numpy() if name in data else None
+                for name in ("potential_energy", "is_displacement")]
     return Configuration(
         data.pos.detach().double().cpu().numpy(),
         data.types.cpu().numpy(),
         box.detach().double().cpu().numpy(),
-        None if energy is None else energy.detach().double().cpu().numpy(),
+        *optional,
     )
 
 
@@ -79,7 +80,7 @@ def assert_symmetries(
     Args:
         model: ``Data -> [N, T]``; computes in the dtype of its floating-point parameters.
         data: the graph of one configuration (``box [1, 3]`` or ``[3]``); only its positions,
-            types, box and ``potential_energy`` (when present) are used.
+            types, box, ``potential_energy`` and ``is_displacement`` (when present) are used.
         cutoff: neighbour cutoff of the model's graphs (LJ units).
         symmetries: the symmetries to assert (default all).
         trials: see :func:`~equiglass.analysis.equivariance.check_equivariance`.

@@ -82,20 +82,21 @@ def write_dataset(
     directory: Path,
     n_configurations: int = 8,
     change: Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    absent: Sequence[str] = ABSENT,
 ) -> Path:
     """A dataset of ``n_configurations`` :func:`synthetic_configuration` s in ``directory``,
-    configuration ``k`` passed through ``change(k, fields)`` when given."""
+    configuration ``k`` passed through ``change(k, fields)`` when given, lacking the fields ``absent``."""
     entries = []
     for index in range(n_configurations):
         fields = synthetic_configuration(index)
         fields = fields if change is None else change(index, fields)
         name = configuration_filename(index)
         write_configuration(directory / name, fields, n_particles=N_PARTICLES, density=DENSITY, times=TIMES,
-                            absent=ABSENT)
+                            absent=tuple(absent))
         entries.append({"file": name})
     write_manifest(directory, {
         "source": "test", "n_particles": N_PARTICLES, "density": DENSITY, "temperature": 0.5,
-        "times": TIMES.tolist(), "configurations": entries, "absent_fields": list(ABSENT),
+        "times": TIMES.tolist(), "configurations": entries, "absent_fields": list(absent),
         "propensity_definition": "synthetic",
     })
     return directory

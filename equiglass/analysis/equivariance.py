@@ -36,6 +36,7 @@ by construction) has its rotation check skipped. A kind fitted in closed form
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from torch_geometric.data import Data
 
 from equiglass.data.format import load_dataset
 from equiglass.data.geometry import wrap
-from equiglass.data.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, box_matrix, neighbour_list
+from equiglass.data.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, box_matrix, is_displacement, neighbour_list
 from equiglass.nn.registry import ModelKind, build_model, model_kind
 from equiglass.resources import DEMO_DATASET
 from equiglass.training.checkpoint import load_checkpoint
@@ -87,22 +88,28 @@ class Configuration:
         types: [N] species.
         box: [3] orthorhombic box sides.
         potential_energy: [N] per-particle potential energy, or None when the model takes none.
+        is_displacement: [N, 3] displacement from the inherent state (a vector: it rotates with
+            the positions), or None when the model takes none.
     """
 
     positions: np.ndarray
     types: np.ndarray
     box: np.ndarray
     potential_energy: np.ndarray | None = None
+    is_displacement: np.ndarray | None = None
 
     @classmethod
     def from_fields(
-        cls, fields: Mapping[str, np.ndarray], positions: str = "thermal", with_potential_energy: bool = False
+        cls, fields: Mapping[str, np.ndarray], positions: str = "thermal", with_potential_energy: bool = False,
+        with_is_displacement: bool = False,
     ) -> Configuration:
-        """Pick the positions (``"thermal"`` or ``"inherent"``) and their energy from a configuration's arrays."""
+        """Pick the positions (``"thermal"`` or ``"inherent"``), their energy and the displacement
+        from the inherent state from a configuration's arrays."""
         position_field, energy_field = POSITION_FIELDS[positions]
         energy = np.asarray(fields[energy_field], dtype=np.float64) if with_potential_energy else None
+        displacement = is_displacement(fields).astype(np.float64) if with_is_displacement else None
         return cls(np.asarray(fields[position_field], dtype=np.float64), np.asarray(fields["types"]),
-                   np.asarray(fields["box"], dtype=np.float64), energy)
+                   np.asarray(fields["box"], dtype=np.float64), energy, displacement)
 
     def graph(self, cutoff: float, dtype: torch.dtype) -> Data:
         """The graph of this configuration (edges from :func:`~equiglass.data.graphs.neighbour_list`), floats in ``dtype``."""
@@ -117,14 +124,18 @@ class Configuration:
         )
         if self.potential_energy is not None:
             data.potential_energy = torch.tensor(self.potential_energy, dtype=dtype)
+        if self.is_displacement is not None:
+            data.is_displacement = torch.tensor(self.is_displacement, dtype=dtype)
         return data
 
     def moved(self, positions: np.ndarray, order: np.ndarray | None = None) -> Configuration:
-        """The same configuration with new ``positions``, particles (types, energies) taken in ``order``."""
+        """The same configuration with new ``positions``, particles (types, energies, displacements)
+        taken in ``order``."""
         if order is None:
-            return Configuration(positions, self.types, self.box, self.potential_energy)
+            return dataclasses.replace(self, positions=positions)
         energy = None if self.potential_energy is None else self.potential_energy[order]
-        return Configuration(positions, self.types[order], self.box, energy)
+        displacement = None if self.is_displacement is None else self.is_displacement[order]
+        return Configuration(positions, self.types[order], self.box, energy, displacement)
 
 
 @dataclass(frozen=True)
@@ -197,9 +208,10 @@ class ModelSource:
         return model.to(dtype).eval()
 
     def configuration(self, fields: Mapping[str, np.ndarray]) -> Configuration:
-        """The configuration of ``fields`` as this model's graphs see it (positions, energy)."""
+        """The configuration of ``fields`` as this model's graphs see it (positions, energy, displacement)."""
         return Configuration.from_fields(
-            fields, self.data_section.get("positions", "thermal"), bool(self.data_section.get("with_potential_energy"))
+            fields, self.data_section.get("positions", "thermal"), bool(self.data_section.get("with_potential_energy")),
+            bool(self.data_section.get("with_is_displacement")),
         )
 
     @property
@@ -416,6 +428,8 @@ def check_equivariance(
         rotated = base.clone()
         rotated.pos = base.pos @ rotation.T
         rotated.box = box_matrix(base.box) @ rotation.T
+        if "is_displacement" in base:
+            rotated.is_displacement = base.is_displacement @ rotation.T
         try:
             compare("rotation", run(rotated), None, rotation)
         except ValueError as error:  # a model that takes orthorhombic sides only

@@ -86,13 +86,14 @@ def configuration_files(source: str | Path) -> dict[str, Callable[[], dict[str, 
 def configuration_prediction(trained: TrainedModel, fields: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays of one output file for a configuration's ``fields``: ``prediction`` [T, N]
     float32 and ``times`` [T] float64. The graph is built as the model was trained
-    (cutoff, positions, potential energy of its data section)."""
+    (cutoff, positions, potential energy, displacement of its data section)."""
     section = trained.data_section
     data = configuration_graph(
         fields,
         cutoff=section["cutoff"],
         positions=section["positions"],
         with_potential_energy=section["with_potential_energy"],
+        with_is_displacement=section["with_is_displacement"],
     )
     with torch.no_grad():
         prediction = trained.predict(data)

@@ -76,6 +76,8 @@ class DescriptorConfig:
         use_force: append the magnitude of the Kob-Andersen force on the particle (then the
             neighbour cutoff is at least 2.5, the largest KA cutoff). With no shells and
             ``coarse_lengths = (0,)`` it is the only feature: the force baseline.
+        use_is_displacement: append ``|d|``, the distance of the particle from its inherent-state
+            position (its vibration in its cage).
     """
 
     radial_centres: tuple[float, ...] = _grid(0.8, 2.4, 0.1)
@@ -88,6 +90,7 @@ class DescriptorConfig:
     n_types: int = 2
     use_potential_energy: bool = False
     use_force: bool = False
+    use_is_displacement: bool = False
 
     def __post_init__(self) -> None:
         for name in ("radial_centres", "angular_centres", "coarse_lengths"):
@@ -123,7 +126,9 @@ class DescriptorConfig:
         species = [SPECIES[s] if s < len(SPECIES) else f"type{s}" for s in range(self.n_types)]
         names = [f"rho_{s}(r={r:g})" for s in species for r in self.radial_centres]
         names += [f"q_{l}(r={r:g})" for r in self.angular_centres for l in self.angular_orders]
-        return names + (["energy"] if self.use_potential_energy else []) + (["force"] if self.use_force else [])
+        optional = (("energy", self.use_potential_energy), ("force", self.use_force),
+                    ("is_displacement", self.use_is_displacement))
+        return names + [name for name, used in optional if used]
 
     @property
     def feature_names(self) -> list[str]:
@@ -147,6 +152,7 @@ def structural_descriptors(
     box: np.ndarray | torch.Tensor,
     potential_energy: np.ndarray | torch.Tensor | None = None,
     config: DescriptorConfig | None = None,
+    is_displacement: np.ndarray | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Descriptors of every particle of one periodic configuration.
 
@@ -158,13 +164,15 @@ def structural_descriptors(
         potential_energy: [N] per-particle potential energy (LJ units); required when
             ``config.use_potential_energy``, ignored otherwise.
         config: which descriptors; :class:`DescriptorConfig` defaults when None.
+        is_displacement: [N, 3] displacement from the inherent state (LJ units); required when
+            ``config.use_is_displacement``, ignored otherwise.
 
     Returns:
         [N, D] float64 on the device of ``positions`` (a tensor) or the CPU; columns as
         ``config.feature_names``.
 
     Raises:
-        ValueError: bad shapes or types, missing energy, or a box too small for the cutoff.
+        ValueError: bad shapes or types, missing energy or displacement, or a box too small for the cutoff.
     """
     config = config or DescriptorConfig()
     pos = torch.as_tensor(positions, dtype=torch.float64)
@@ -198,6 +206,13 @@ def structural_descriptors(
         local.append(energy[:, None])
     if config.use_force:
         local.append(force_magnitude(vectors, edge_index, types)[:, None])
+    if config.use_is_displacement:
+        if is_displacement is None:
+            raise ValueError("config.use_is_displacement is True but no is_displacement was given")
+        displacement = torch.as_tensor(is_displacement, dtype=torch.float64, device=device)
+        if displacement.shape != (n, 3):
+            raise ValueError(f"is_displacement must have shape [{n}, 3], got {list(displacement.shape)}")
+        local.append(displacement.norm(dim=-1, keepdim=True))
     return coarse_grain(torch.cat(local, dim=1), distances, edge_index, config)
 
 
@@ -318,7 +333,8 @@ def graph_descriptors(data: Data, config: DescriptorConfig | None = None) -> tor
 
     Uses ``pos``, ``types``, ``box`` (sides ``[B, 3]``; rotated cells ``[B, 3, 3]`` are
     refused, descriptors being rotation invariant anyway), ``batch`` and, when
-    ``config.use_potential_energy``, ``potential_energy``. Builds its own neighbour lists
+    ``config.use_potential_energy``, ``potential_energy`` (``config.use_is_displacement``,
+    ``is_displacement``). Builds its own neighbour lists
     (``config.neighbour_cutoff``), ignoring the graph's edges.
 
     Returns:
@@ -332,12 +348,14 @@ def graph_descriptors(data: Data, config: DescriptorConfig | None = None) -> tor
     else:
         counts = torch.bincount(data.batch, minlength=data.box.shape[0]).tolist()
     energy = data.potential_energy if config.use_potential_energy and "potential_energy" in data else None
+    displacement = data.is_displacement if config.use_is_displacement and "is_displacement" in data else None
     blocks, start = [], 0
     for graph, count in enumerate(counts):
         nodes = slice(start, start + count)
         blocks.append(
             structural_descriptors(
-                data.pos[nodes], data.types[nodes], data.box[graph], None if energy is None else energy[nodes], config
+                data.pos[nodes], data.types[nodes], data.box[graph], None if energy is None else energy[nodes], config,
+                None if displacement is None else displacement[nodes],
             )
         )
         start += count

@@ -1,5 +1,5 @@
 """Small geometric helpers shared by the readers, the graphs and the checks: periodic
-wrapping and particle-type selection.
+wrapping, minimum-image displacements and particle-type selection.
 
 Positions are in box units (LJ σ); ``box`` holds the side lengths of an orthorhombic box.
 """
@@ -25,6 +25,19 @@ def wrap(positions: np.ndarray, box: np.ndarray) -> np.ndarray:
     """
     wrapped = np.mod(positions, box)
     return np.where(wrapped >= box, wrapped - box, wrapped)
+
+
+def minimum_image(vectors: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Each vector replaced by its periodic image nearest the origin.
+
+    Args:
+        vectors: [..., 3] float, box units (differences of positions).
+        box: [3] float, the side lengths.
+
+    Returns:
+        [..., 3] float, every coordinate in ``[-box/2, box/2]``.
+    """
+    return vectors - box * np.round(vectors / box)
 
 
 def particles_of_types(types: torch.Tensor, particle_types: Sequence[int]) -> torch.Tensor:

@@ -41,6 +41,7 @@ import vesin
 from torch_geometric.data import Data
 
 from equiglass.data.format import OPTIONAL_FIELDS, Dataset, load_dataset, validate_configuration
+from equiglass.data.geometry import minimum_image
 from equiglass.errors import DataError
 
 #: Default neighbour cutoff in LJ length units (σ_AA), as in Bapst et al. (2020) and PCL22.
@@ -51,6 +52,28 @@ POSITION_FIELDS: dict[str, tuple[str, str]] = {
     "thermal": ("positions", "potential_energy"),
     "inherent": ("is_positions", "is_potential_energy"),
 }
+#: Fields of the displacement from the inherent state to the thermal positions (``with_is_displacement``).
+IS_DISPLACEMENT_FIELDS = ("positions", "is_positions")
+
+
+def input_fields(positions: str = "thermal", with_potential_energy: bool = False,
+                 with_is_displacement: bool = False) -> list[str]:
+    """The configuration fields a graph of these settings is built from (see :func:`configuration_graph`).
+
+    Raises:
+        ValueError: unknown ``positions`` switch.
+    """
+    if positions not in POSITION_FIELDS:
+        raise ValueError(f"positions must be one of {sorted(POSITION_FIELDS)}, got {positions!r}")
+    position_field, energy_field = POSITION_FIELDS[positions]
+    needed = [position_field] + ([energy_field] if with_potential_energy else [])
+    return list(dict.fromkeys(needed + (list(IS_DISPLACEMENT_FIELDS) if with_is_displacement else [])))
+
+
+def is_displacement(fields: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``[N, 3]`` displacement of every particle from its inherent state to its thermal position,
+    ``positions - is_positions`` in the minimum image (LJ lengths): its vibration in its cage."""
+    return minimum_image(fields["positions"] - fields["is_positions"], fields["box"])
 
 
 def neighbour_list(
@@ -169,6 +192,7 @@ def configuration_graph(
     cutoff: float = DEFAULT_CUTOFF,
     positions: str = "thermal",
     with_potential_energy: bool = False,
+    with_is_displacement: bool = False,
 ) -> Data:
     """Build the PyG graph of one configuration (arrays as :func:`equiglass.data.format.read_configuration` returns).
 
@@ -182,6 +206,8 @@ def configuration_graph(
         with_potential_energy: attach the per-particle potential energy of the
             chosen positions (``potential_energy`` for thermal,
             ``is_potential_energy`` for inherent).
+        with_is_displacement: attach every particle's displacement from its inherent state to
+            its thermal position (:func:`is_displacement`), whichever positions the graph uses.
 
     Returns:
         A :class:`torch_geometric.data.Data` with, for N particles, E edges and T times:
@@ -199,6 +225,8 @@ def configuration_graph(
         ``times``             [1, T]    float32  target times, LJ time units (batches to [B, T])
         ``msd``               [N, T]    float32  iso-configurational mean |displacement|², if stored
         ``potential_energy``  [N]       float32  only with ``with_potential_energy``
+        ``is_displacement``   [N, 3]    float32  only with ``with_is_displacement``: thermal - inherent
+                                                 position, minimum image (an ``l = 1`` vector)
         ``num_nodes``         int               N
         ====================  ========  =======  ====================================================
 
@@ -209,15 +237,14 @@ def configuration_graph(
 
     Raises:
         ValueError: unknown ``positions`` switch or a cutoff too large for the box.
-        DataError: the chosen positions or energy are missing, or the fields are invalid.
+        DataError: the chosen positions, energy or inherent state are missing, or the fields are invalid.
     """
-    if positions not in POSITION_FIELDS:
-        raise ValueError(f"positions must be one of {sorted(POSITION_FIELDS)}, got {positions!r}")
-    position_field, energy_field = POSITION_FIELDS[positions]
-    needed = [position_field] + ([energy_field] if with_potential_energy else [])
-    for name in needed:
+    for name in input_fields(positions, with_potential_energy, with_is_displacement):
         if name not in fields:
-            raise DataError(None, f"positions={positions!r} needs the field '{name}', which this configuration lacks")
+            raise DataError(None, f"positions={positions!r}, with_potential_energy={with_potential_energy}, "
+                                  f"with_is_displacement={with_is_displacement} needs the field '{name}', "
+                                  "which this configuration lacks")
+    position_field, energy_field = POSITION_FIELDS[positions]
     arrays = validate_configuration(fields, absent=tuple(name for name in OPTIONAL_FIELDS if name not in fields))
 
     box = arrays["box"]
@@ -238,6 +265,8 @@ def configuration_graph(
         graph.msd = _float32(arrays["msd"].T)
     if with_potential_energy:
         graph.potential_energy = _float32(arrays[energy_field])
+    if with_is_displacement:
+        graph.is_displacement = _float32(is_displacement(arrays))
     return graph
 
 
@@ -257,14 +286,14 @@ class PropensityDataset(torch.utils.data.Dataset):
 
     Args:
         root_or_dataset: a dataset directory or an opened :class:`Dataset`.
-        cutoff, positions, with_potential_energy: as in :func:`configuration_graph`.
+        cutoff, positions, with_potential_energy, with_is_displacement: as in :func:`configuration_graph`.
         cache: keep built graphs in memory.
         indices: configurations to use, as positions in the manifest (for
             train/validation/test splits, see :func:`split_indices`); all by default.
 
     Raises:
         DataError: (naming the manifest) when the manifest declares the chosen
-            positions or energy absent, as for converted Bapst data without
+            positions, energy or inherent state absent, as for converted Bapst data without
             inherent states, or the dataset is prediction-only (no propensity).
         IndexError: an index outside the dataset.
     """
@@ -276,21 +305,19 @@ class PropensityDataset(torch.utils.data.Dataset):
         cutoff: float = DEFAULT_CUTOFF,
         positions: str = "thermal",
         with_potential_energy: bool = False,
+        with_is_displacement: bool = False,
         cache: bool = True,
         indices: Sequence[int] | np.ndarray | None = None,
     ):
         self.dataset = root_or_dataset if isinstance(root_or_dataset, Dataset) else load_dataset(root_or_dataset)
         self.dataset.require_targets("training and evaluation")
-        if positions not in POSITION_FIELDS:
-            raise ValueError(f"positions must be one of {sorted(POSITION_FIELDS)}, got {positions!r}")
-        position_field, energy_field = POSITION_FIELDS[positions]
-        needed = [position_field] + ([energy_field] if with_potential_energy else [])
+        needed = input_fields(positions, with_potential_energy, with_is_displacement)
         absent = [name for name in needed if name in self.dataset.absent_fields]
         if absent:
             raise DataError(
                 self.dataset.directory / "manifest.json",
-                f"positions={positions!r}, with_potential_energy={with_potential_energy} needs {absent}, "
-                "which this dataset declares absent",
+                f"positions={positions!r}, with_potential_energy={with_potential_energy}, "
+                f"with_is_displacement={with_is_displacement} needs {absent}, which this dataset declares absent",
             )
         count = len(self.dataset)
         chosen = np.arange(count) if indices is None else np.asarray(indices)
@@ -302,6 +329,7 @@ class PropensityDataset(torch.utils.data.Dataset):
         self.cutoff = cutoff
         self.positions = positions
         self.with_potential_energy = with_potential_energy
+        self.with_is_displacement = with_is_displacement
         self._cache: dict[int, Data] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -316,6 +344,7 @@ class PropensityDataset(torch.utils.data.Dataset):
             cutoff=self.cutoff,
             positions=self.positions,
             with_potential_energy=self.with_potential_energy,
+            with_is_displacement=self.with_is_displacement,
         )
         graph.configuration = torch.tensor([index], dtype=torch.long)
         if self._cache is not None:

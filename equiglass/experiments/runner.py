@@ -90,10 +90,9 @@ class Experiment:
 
     def missing_fields(self, config: Any) -> list[str]:
         """Fields the run needs that its dataset lacks (e.g. inherent states in Bapst et al.'s files)."""
-        from equiglass.data.graphs import POSITION_FIELDS
+        from equiglass.data.graphs import input_fields
 
-        positions, energy = POSITION_FIELDS[config.data.positions]
-        needed = [positions, energy] if config.data.with_potential_energy else [positions]
+        needed = input_fields(config.data.positions, config.data.with_potential_energy, config.data.with_is_displacement)
         absent = load_dataset(config.data.dataset).absent_fields
         return [name for name in needed if name in absent]
 
@@ -128,7 +127,7 @@ def train_run(config: Any, run_dir: Path, epochs: int | None = None, progress: b
         "run_dir": str(run_dir),
         "model": config.model,
         "data": {"positions": config.data.positions, "with_potential_energy": config.data.with_potential_energy,
-                 "split": list(config.data.split)},
+                 "with_is_displacement": config.data.with_is_displacement, "split": list(config.data.split)},
         "parameters": _parameters(run_dir),
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,

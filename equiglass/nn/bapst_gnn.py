@@ -292,4 +292,6 @@ def cube_symmetry_augmentation(
     out = copy.copy(data)
     out.pos = torch.einsum("nk,nlk->nl", data.pos, node_rotation.expand(data.pos.shape[0], 3, 3))
     out.box = cell.to(data.pos) @ rotations.transpose(1, 2)
+    if "is_displacement" in data:  # a vector of every particle: it turns with the positions
+        out.is_displacement = torch.einsum("nk,nlk->nl", data.is_displacement, node_rotation.expand(data.pos.shape[0], 3, 3))
     return out

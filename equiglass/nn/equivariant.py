@@ -2,7 +2,8 @@
 
 Pipeline (nequip/MACE style; irreps are declared once, in :class:`EquivariantConfig`):
 
-    types (+ potential energy) --NodeEmbedding--> ``C x 0e``
+    types (+ potential energy, + displacement d from the inherent state) --NodeEmbedding-->
+        ``C x 0e`` (``+ C x 1o`` from d)
     edge vectors --SphericalHarmonics--> ``Y(r̂)`` (once per forward, shared by all layers;
         so are its Clebsch-Gordan couplings and, on CPUs, the edges grouped by node, for the
         fused tensor product: SharedEdges)
@@ -64,6 +65,9 @@ class EquivariantConfig:
             r_c = 2.0: about 40).
         use_potential_energy: feed the standardised per-particle potential energy as an
             extra input scalar (``data.potential_energy`` is then required).
+        use_is_displacement: feed every particle's displacement ``d`` from its inherent state
+            (``data.is_displacement`` is then required): ``|d|`` as an input scalar and, for
+            ``l_max >= 1``, ``d`` itself as ``channels`` input vectors of the first layer.
         decoder_hidden: hidden layer sizes of the invariant decoder MLP (SiLU).
         readout_all_layers: decode the ``l = 0`` channels of every layer, concatenated,
             instead of those of the last layer only.
@@ -105,6 +109,7 @@ class EquivariantConfig:
     radial_hidden: tuple[int, ...] = (32,)
     avg_num_neighbours: float = 40.0
     use_potential_energy: bool = False
+    use_is_displacement: bool = False
     decoder_hidden: tuple[int, ...] = (64, 64)
     readout_all_layers: bool = False
     readout_norms: bool = False
@@ -171,13 +176,14 @@ class EquivariantPropensityModel(nn.Module):
     See the module docstring for the pipeline and :class:`EquivariantConfig` for the
     hyper-parameters. The layers' features are equivariant (``l > 0`` channels rotate with
     the Wigner D matrices of :attr:`EquivariantConfig.layer_irreps`); the predictions are
-    invariant under rotations (of positions and lattice together), translations,
+    invariant under rotations (of positions, lattice and ``is_displacement`` together), translations,
     periodic images and particle permutations.
 
     Input: a PyG ``Data`` / ``Batch`` following :mod:`equiglass.data.graphs`: ``pos [N, 3]``,
     ``types [N]`` (long), ``box [B, 3]`` sides or ``[B, 3, 3]`` cells, ``edge_index [2, E]``
     (neighbour j, centre i), ``edge_shift [E, 3]``, ``batch [N]`` (absent for one graph),
-    and ``potential_energy [N]`` when ``config.use_potential_energy``. The model computes in
+    ``potential_energy [N]`` when ``config.use_potential_energy`` and ``is_displacement [N, 3]``
+    when ``config.use_is_displacement``. The model computes in
     the dtype of its parameters. For float64 work, build it while the default dtype is
     float64: e3nn computes its Clebsch-Gordan buffers in the default dtype at construction,
     so ``.double()`` on a model built in float32 keeps coefficients accurate to ~1e-7 only.
@@ -187,7 +193,9 @@ class EquivariantPropensityModel(nn.Module):
         super().__init__()
         self.config = config = config or EquivariantConfig()
         scalars = o3.Irreps(f"{config.channels}x0e")
-        self.embedding = NodeEmbedding(config.n_types, scalars, config.use_potential_energy)
+        vectors = o3.Irreps([(config.channels, (1, config._parity(1)))]) if config.l_max >= 1 else None
+        self.embedding = NodeEmbedding(config.n_types, scalars, config.use_potential_energy, config.use_is_displacement,
+                                       vectors if config.use_is_displacement else None)
         self.spherical_harmonics = o3.SphericalHarmonics(
             config.irreps_sh, normalize=True, normalization="component", irreps_in="1o" if config.parity else "1e"
         )
@@ -246,7 +254,8 @@ class EquivariantPropensityModel(nn.Module):
             edges = None
             if self.spherical_couplings is not None:
                 edges = SharedEdges.of(self.spherical_couplings, edge_sh, data.edge_index, data.pos.shape[0])
-            x = self.embedding(data.types, energy)
+            displacement = data.is_displacement if self.config.use_is_displacement and "is_displacement" in data else None
+            x = self.embedding(data.types, energy, displacement)
             features = []
             for block in self.blocks:
                 x = block(x, data.edge_index, edge_sh, edge_radial, edges, edge_precision)

@@ -11,7 +11,7 @@ key                 content
 ``model``           the ``[model]`` section: ``kind`` and every hyper-parameter
                     (:func:`equiglass.nn.registry.build_model` rebuilds the model from it)
 ``data``            how graphs are built: ``cutoff``, ``positions``, ``with_potential_energy``,
-                    ``particle_types`` (of the loss and metric); from :mod:`equiglass.training.loop` also
+                    ``with_is_displacement``, ``particle_types`` (of the loss and metric); from :mod:`equiglass.training.loop` also
                     the rest of the run's ``[data]`` section (``dataset``, ``split``, ``split_seed``)
 ``normalisation``   ``mean`` [T], ``std`` [T]: the model outputs ``(propensity - mean) / std``
 ``times``           [T] the time points of the outputs (LJ units)
@@ -54,7 +54,9 @@ LAST_CHECKPOINT = "last.pt"
 #: Keys written by :func:`save_checkpoint` itself; ``extra`` may not use them.
 RESERVED_KEYS = ("format", "model_state", "model", "data", "normalisation", "times", "equiglass_version")
 #: Keys the ``data`` section must hold.
-DATA_KEYS = ("cutoff", "positions", "with_potential_energy", "particle_types")
+DATA_KEYS = ("cutoff", "positions", "with_potential_energy", "with_is_displacement", "particle_types")
+#: Keys of the ``data`` section added since format 1, with the value that checkpoints written before them meant.
+DATA_DEFAULTS = {"with_is_displacement": False}
 #: Keys that only a ``last.pt`` written by :mod:`equiglass.training.loop` holds, needed to resume training.
 RESUME_KEYS = ("config", "epoch", "history", "best_epoch", "best_score", "wall_s")
 
@@ -75,7 +77,8 @@ def save_checkpoint(
         path: the checkpoint file.
         model: the model; its state dict is stored on the CPU.
         model_section: ``kind`` and hyper-parameters, as :func:`~equiglass.nn.registry.build_model` takes.
-        data_section: graph settings (see :data:`DATA_KEYS`; ``dataset`` optional).
+        data_section: graph settings (see :data:`DATA_KEYS`; ``dataset`` and those of
+            :data:`DATA_DEFAULTS` optional).
         normalisation: ``mean`` and ``std`` of the targets, one per time.
         times: [T] time points of the outputs.
         extra: further entries (epoch, metrics, optimiser and random states), tensors and primitives only.
@@ -87,6 +90,7 @@ def save_checkpoint(
     clash = sorted(set(extra) & set(RESERVED_KEYS))
     if clash:
         raise ValueError(f"extra must not use the reserved checkpoint keys {clash}")
+    data_section = {**DATA_DEFAULTS, **data_section}
     missing = [key for key in DATA_KEYS if key not in data_section]
     if missing:
         raise ValueError(f"data_section lacks {missing}")
@@ -128,6 +132,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(content["format"], int) or content["format"] > CHECKPOINT_FORMAT:
         raise CheckpointError(path, f"checkpoint format {content['format']!r} is not one this equiglass reads "
                                     f"(1 to {CHECKPOINT_FORMAT})")
+    if isinstance(content["data"], Mapping):
+        content["data"] = {**DATA_DEFAULTS, **content["data"]}
     check_data_section(content["data"], path)
     return content
 
@@ -165,9 +171,9 @@ def check_data_section(section: Any, path: str | Path) -> None:
     if section["positions"] not in POSITION_FIELDS:
         raise CheckpointError(path, f"the checkpoint's data positions must be one of {sorted(POSITION_FIELDS)}, "
                                     f"got {section['positions']!r}")
-    if not isinstance(section["with_potential_energy"], bool):
-        raise CheckpointError(path, "the checkpoint's data with_potential_energy must be true or false, "
-                                    f"got {section['with_potential_energy']!r}")
+    for key in ("with_potential_energy", "with_is_displacement"):
+        if not isinstance(section[key], bool):
+            raise CheckpointError(path, f"the checkpoint's data {key} must be true or false, got {section[key]!r}")
     types = section["particle_types"]
     if not isinstance(types, (list, tuple)) or not types or any(kind not in (0, 1) for kind in types):
         raise CheckpointError(path, f"the checkpoint's data particle_types must list species among 0 and 1, got {types!r}")
@@ -186,7 +192,7 @@ class TrainedModel:
     Attributes:
         model: the network, in eval mode (on the CPU unless moved).
         model_section: ``kind`` and hyper-parameters.
-        data_section: ``cutoff``, ``positions``, ``with_potential_energy``, ``particle_types``
+        data_section: ``cutoff``, ``positions``, ``with_potential_energy``, ``with_is_displacement``, ``particle_types``
             (and ``dataset`` when trained by :mod:`equiglass.training.loop`).
         times: [T] float64 time points of the outputs (LJ units).
         normalisation: ``mean`` [T] and ``std`` [T] float64: the model's raw output is
@@ -227,12 +233,13 @@ class TrainedModel:
         self, dataset: str | Path | Dataset, indices: Sequence[int] | np.ndarray | None = None
     ) -> PropensityDataset:
         """Graphs of ``dataset`` (a directory or an opened :class:`Dataset`) built as in training
-        (cutoff, positions, potential energy of :attr:`data_section`); ``indices``: all by default."""
+        (cutoff, positions, potential energy, displacement of :attr:`data_section`); ``indices``: all by default."""
         return PropensityDataset(
             dataset,
             cutoff=float(self.data_section["cutoff"]),
             positions=str(self.data_section["positions"]),
             with_potential_energy=bool(self.data_section["with_potential_energy"]),
+            with_is_displacement=bool(self.data_section["with_is_displacement"]),
             indices=indices,
         )
 

@@ -6,6 +6,7 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     dataset = "../../data/demo"        # relative to this file
     positions = "thermal"              # or "inherent" (quenched inherent-state positions)
     with_potential_energy = false      # attach the per-particle potential energy to the graphs
+    with_is_displacement = false       # attach each particle's displacement from its inherent state
     cutoff = 2.0                       # neighbour cutoff of the graphs (LJ units)
     split = [0.8, 0.1, 0.1]            # train / validation / test: fractions, or counts such as [16, 4, 4]
     # validation_dataset = "../../data/other"          # unset: validate on every configuration of this dataset
@@ -84,6 +85,8 @@ class DataConfig:
         dataset: the dataset directory (a relative path in a file is relative to the file).
         positions: ``"thermal"`` or ``"inherent"`` positions.
         with_potential_energy: attach the per-particle potential energy (of those positions).
+        with_is_displacement: attach every particle's displacement from its inherent state to its
+            thermal position (an ``l = 1`` vector; the dataset needs both positions).
         cutoff: neighbour cutoff of the graphs, LJ units.
         split: train / validation / test sizes, fractions (floats) or counts (integers).
         split_seed: seed of :func:`~equiglass.data.graphs.split_indices`.
@@ -98,6 +101,7 @@ class DataConfig:
     dataset: Path
     positions: Literal["thermal", "inherent"] = "thermal"
     with_potential_energy: bool = False
+    with_is_displacement: bool = False
     cutoff: float = DEFAULT_CUTOFF
     split: tuple[int, ...] | tuple[float, ...] = (0.8, 0.1, 0.1)
     split_seed: int = 0
@@ -303,8 +307,9 @@ def config_from_dict(content: Mapping[str, Any], path: str | Path) -> RunConfig:
         augmented = sorted(kind for kind, other in MODEL_KINDS.items() if other.augmentation is not None)
         raise ConfigError(path, f"[train] augment: the {model['kind']} model has no training augmentation "
                                 f"(kinds with one: {', '.join(augmented)})")
-    if model.get("use_potential_energy") and not data.with_potential_energy:
-        raise ConfigError(path, "[model] use_potential_energy needs [data] with_potential_energy = true")
+    for use, attach in (("use_potential_energy", "with_potential_energy"), ("use_is_displacement", "with_is_displacement")):
+        if model.get(use) and not getattr(data, attach):
+            raise ConfigError(path, f"[model] {use} needs [data] {attach} = true")
     if model.get("cutoff", 0.0) > data.cutoff:
         raise ConfigError(
             path, f"[model] cutoff {model['cutoff']} exceeds the graphs' [data] cutoff {data.cutoff}: edges would be missing"

@@ -13,7 +13,8 @@ been checked.
 The model's registry entry (:mod:`equiglass.nn.registry`) says how it is fitted: by gradient
 steps (:func:`fit_network`, here) or in closed form (:mod:`equiglass.training.closed_form`).
 The loss and target normalisation are :class:`~equiglass.training.objective.Objective`. For
-models with ``use_potential_energy`` the energy is standardised with training-split statistics.
+models with ``use_potential_energy`` (``use_is_displacement``) the energy (the displacement from the
+inherent state) is standardised with training-split statistics.
 
 **Neural networks** (``equivariant``, ``bapst``): Adam/AdamW; a learning-rate schedule:
 ``cosine`` decay per optimiser step (a pure function of the step), ``none``, or ``plateau``
@@ -172,7 +173,7 @@ def train(
                                           per_configuration=config.train.target_normalisation == "configuration")
         seed_everything(config.train.seed)
         model = build_model(config.model, len(dataset.times))
-        _set_energy_statistics(model, config.model, split.train)
+        _set_input_statistics(model, config.model, split.train)
         if config.train.init_from is not None:
             copied = load_backbone(model, config.train.init_from, config.model)
             log.info("%s: backbone (%d tensors) from %s", run_dir, copied, config.train.init_from)
@@ -363,12 +364,20 @@ def _cosine_learning_rate(base: float, step: int, total_steps: int) -> float:
     return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
-def _set_energy_statistics(model: nn.Module, model_section: Mapping[str, Any], graphs: Sequence[Data]) -> None:
-    """Standardise the energy input of a model whose ``[model]`` section sets ``use_potential_energy``
-    (an equivariant model: its embedding) with the training split's statistics."""
+def _set_input_statistics(model: nn.Module, model_section: Mapping[str, Any], graphs: Sequence[Data]) -> None:
+    """Standardise the energy and displacement inputs of a network whose ``[model]`` section sets
+    ``use_potential_energy`` or ``use_is_displacement`` (an equivariant model: its embedding) with
+    the training split's statistics (mean and std of the energy, root mean square of ``|d|``). Ridge
+    standardises its descriptors itself."""
+    embedding = getattr(model, "embedding", None)
+    if embedding is None:
+        return
     if model_section.get("use_potential_energy", False):
         energy = torch.cat([data.potential_energy.double() for data in graphs])
-        model.embedding.set_energy_statistics(float(energy.mean()), float(energy.std(correction=0)))
+        embedding.set_energy_statistics(float(energy.mean()), float(energy.std(correction=0)))
+    if model_section.get("use_is_displacement", False):
+        displacement = torch.cat([data.is_displacement.double() for data in graphs])
+        embedding.set_displacement_scale(float(displacement.square().sum(dim=-1).mean().sqrt()))
 
 
 #: How each registry ``fit`` trains: ``(run, split, device, state, progress) -> None``.

@@ -92,6 +92,7 @@ def _graphs(config: RunConfig, dataset: Any, indices: np.ndarray) -> PropensityD
         cutoff=config.data.cutoff,
         positions=config.data.positions,
         with_potential_energy=config.data.with_potential_energy,
+        with_is_displacement=config.data.with_is_displacement,
         indices=indices,
     )
 

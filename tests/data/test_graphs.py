@@ -317,6 +317,22 @@ def test_inherent_positions_and_potential_energy(ka500):
     assert torch.equal(inherent.edge_index, expected[0]) and torch.equal(inherent.edge_shift, expected[1])
 
 
+def test_is_displacement_is_the_minimum_image_vector_from_the_inherent_state(ka500):
+    rng = np.random.default_rng(3)
+    vibration = rng.normal(0, 0.1, ka500["positions"].shape)
+    fields = {**ka500, "is_positions": wrap(ka500["positions"] - vibration, ka500["box"])}
+    raw = fields["positions"] - fields["is_positions"]
+    assert (np.abs(raw) > ka500["box"] / 2).any()  # particles on the faces: their inherent state is across the box
+    for positions in ("thermal", "inherent"):
+        graph = configuration_graph(fields, positions=positions, with_is_displacement=True)
+        np.testing.assert_allclose(graph.is_displacement.numpy(), vibration, atol=1e-6)
+        assert graph.is_displacement.dtype == torch.float32
+    assert "is_displacement" not in configuration_graph(fields)
+    without_inherent = {k: v for k, v in ka500.items() if k not in ("is_positions", "is_potential_energy")}
+    with pytest.raises(DataError, match="with_is_displacement=True needs the field 'is_positions'"):
+        configuration_graph(without_inherent, with_is_displacement=True)
+
+
 def test_missing_fields_give_clear_errors(ka500):
     without_inherent = {k: v for k, v in ka500.items() if k not in ("is_positions", "is_potential_energy")}
     configuration_graph(without_inherent)  # thermal positions need no inherent state
@@ -402,6 +418,8 @@ def test_propensity_dataset_rejects_absent_inherent_states(tmp_path):
     PropensityDataset(tmp_path)[0]
     with pytest.raises(DataError, match="manifest.json.*declares absent"):
         PropensityDataset(tmp_path, positions="inherent")
+    with pytest.raises(DataError, match=r"with_is_displacement=True needs \['is_positions'\].*declares absent"):
+        PropensityDataset(tmp_path, with_is_displacement=True)
 
 
 def test_split_indices():

@@ -13,7 +13,7 @@ from torch_geometric.data import Batch, Data
 
 from equiglass.data.descriptors import GAUSSIAN_TRUNCATION, DescriptorConfig, graph_descriptors, structural_descriptors
 from equiglass.data.geometry import particles_of_types, wrap
-from equiglass.data.graphs import DEFAULT_CUTOFF, configuration_graph, edge_vectors, neighbour_list
+from equiglass.data.graphs import DEFAULT_CUTOFF, box_matrix, configuration_graph, edge_vectors, neighbour_list
 from equiglass.metrics import pearson_per_timescale
 from equiglass.nn.bapst_gnn import (
     NORMALIZATIONS,
@@ -387,6 +387,27 @@ def test_force_feature_equals_the_reference_ka_forces_in_any_periodic_image(fiel
                             use_force=True)
     assert both.feature_names == ["rho_A(r=1)|L=0", "rho_B(r=1)|L=0", "energy|L=0", "force|L=0"]
     torch.testing.assert_close(graph_descriptors(graph, both)[:, 3], expected, rtol=1e-4, atol=0)
+
+
+def test_displacement_feature_is_the_distance_from_the_inherent_state_and_turns_with_the_cube(fields):
+    """``use_is_displacement``: the feature is ``|r - r_IS|`` in the minimum image (coarse-grained
+    like the others), and the Bapst model's cube augmentation turns ``d`` with the positions."""
+    rng = np.random.default_rng(4)
+    vibration = rng.normal(0, 0.1, fields["positions"].shape)
+    vibrating = {**fields, "is_positions": wrap(fields["positions"] - vibration, fields["box"])}
+    config = DescriptorConfig(radial_centres=(), angular_orders=(), coarse_lengths=(0.0, 1.0), use_is_displacement=True)
+    assert config.feature_names == ["is_displacement|L=0", "is_displacement|L=1"]
+    graph = configuration_graph(vibrating, with_is_displacement=True)
+    features = graph_descriptors(graph, config)
+    torch.testing.assert_close(features[:, 0], torch.as_tensor(np.linalg.norm(vibration, axis=1)), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(features[:, 1], features[:, 0])  # the second block averages over neighbours
+    with pytest.raises(ValueError, match="no is_displacement was given"):
+        structural_descriptors(fields["positions"], fields["types"], fields["box"], config=config)
+
+    augmented = cube_symmetry_augmentation(graph, torch.Generator().manual_seed(3))
+    rotation = augmented.box[0] @ torch.linalg.inv(box_matrix(graph.box)[0])  # the R of box -> box @ R.T, transposed
+    torch.testing.assert_close(augmented.is_displacement, graph.is_displacement @ rotation, rtol=0, atol=1e-6)
+    torch.testing.assert_close(augmented.pos, graph.pos @ rotation, rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------

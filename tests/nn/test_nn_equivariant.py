@@ -28,6 +28,7 @@ from equiglass.nn import (
     RadialEmbedding,
 )
 from equiglass.nn.cuequivariance import cuda_kernels_available, cuequivariance_available
+from equiglass.testing import assert_symmetries
 
 #: (parity, l_max, use_potential_energy) variants checked for symmetry.
 VARIANTS = [(True, 2, False), (True, 2, True), (False, 2, False), (True, 0, False)]
@@ -45,8 +46,17 @@ def make_model(seed: int = 0, **overrides) -> EquivariantPropensityModel:
     model.train()
     with torch.no_grad():
         for k in range(3):
-            model(graph(*random_configuration(60, 4.5, seed=100 + k)))
+            data = graph(*random_configuration(60, 4.5, seed=100 + k))
+            model(_displaced(data, k) if model.config.use_is_displacement else data)
     return model.eval()
+
+
+def _displaced(data: Data, seed: int = 0) -> Data:
+    """``data`` with a random displacement from the inherent state of every particle (``is_displacement``)."""
+    displaced = data.clone()
+    generator = torch.Generator().manual_seed(seed)
+    displaced.is_displacement = 0.1 * torch.randn(data.num_nodes, 3, generator=generator, dtype=torch.float64)
+    return displaced
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +275,51 @@ def test_readout_norms_see_a_particles_own_bond_angles_at_one_layer():
         turned = data.clone()
         turned.pos, turned.box = data.pos @ rotation.T, box_matrix(data.box) @ rotation.T
         torch.testing.assert_close(model(turned), reference, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize(("parity", "l_max"), [(True, 2), (False, 2), (True, 0)], ids=["O3-l2", "SO3-l2", "l0"])
+def test_the_displacement_from_the_inherent_state_is_a_vector_input(parity: bool, l_max: int):
+    """``use_is_displacement``: the model sees ``|d|`` and, with l > 0 features, the direction of
+    ``d`` relative to the bonds; every symmetry holds with ``d`` rotated (and permuted) with the
+    particles; the fused tensor product still equals e3nn's with the first layer's vector inputs."""
+    model = make_model(parity=parity, l_max=l_max, use_is_displacement=True)
+    model.embedding.set_displacement_scale(0.1)
+    data = _displaced(graph(*random_configuration(60, 4.5, seed=4)))
+    assert_symmetries(model, data, cutoff=CUTOFF)
+    with torch.no_grad():
+        reference = model(data)
+        turned = data.clone()  # d alone turned, the structure kept: another particle for an angular model
+        turned.is_displacement = data.is_displacement @ o3.rand_matrix(dtype=torch.float64).T
+        longer = data.clone()
+        longer.is_displacement = 2 * data.is_displacement
+        assert (model(longer) - reference).abs().max() > 1e-4
+        difference = (model(turned) - reference).abs().max()
+        if l_max > 0:
+            assert difference > 1e-4
+        else:
+            assert difference < 1e-12
+    assert model.embedding.irreps_out == o3.Irreps("4x0e" if l_max == 0 else f"4x0e+4x1{'o' if parity else 'e'}")
+    with pytest.raises(ValueError, match="has no is_displacement"):
+        model(graph(*random_configuration(60, 4.5, seed=4)))
+
+
+@pytest.mark.parametrize("backend", ["fused", "fused-pytorch"])
+def test_fast_tensor_product_takes_the_displacement_vectors(monkeypatch, backend: str):
+    if backend == "fused-pytorch":
+        monkeypatch.setenv("EQUIGLASS_COMPILED_KERNELS", "0")
+    plain = make_model(tensor_product="e3nn", use_is_displacement=True).train()
+    fast = make_model(tensor_product="fused", use_is_displacement=True).train()
+    fast.load_state_dict(plain.state_dict())
+    data = _displaced(graph(*random_configuration(40, 4.5, seed=1)))
+    outputs = []
+    for model in (plain, fast):
+        out = model(data)
+        (out**2).sum().backward()
+        outputs.append((out, [p.grad for p in model.parameters()]))
+    (expected, expected_grads), (actual, actual_grads) = outputs
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
+    for got, want in zip(actual_grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- smoothness, batching, size

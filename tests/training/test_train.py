@@ -15,12 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from factories import MODELS, N_PARTICLES, TIMES, read_metrics, write_config
+from factories import MODELS, N_PARTICLES, TIMES, read_metrics, write_config, write_dataset
 from torch_geometric.data import Batch
 
+import equiglass
 import equiglass.training.progress
 from equiglass.analysis.evaluate import evaluate
 from equiglass.cli import main
+from equiglass.data.format import load_dataset
+from equiglass.data.geometry import wrap
+from equiglass.data.graphs import is_displacement
 from equiglass.errors import CheckpointError, ConfigError
 from equiglass.nn.registry import build_model, resolve_model_section
 from equiglass.training.checkpoint import LAST_CHECKPOINT, load_checkpoint, read_checkpoint
@@ -184,6 +188,35 @@ def test_every_kind_trains_one_epoch(tmp_path, dataset, model):
     assert all(np.isfinite(row.mean).all() and np.isfinite(row.pooled).all() for row in table.rows)
 
 
+def test_a_model_of_the_displacement_from_the_inherent_state_trains_and_predicts(tmp_path):
+    """``use_is_displacement``: the embedding's scale is the training split's root mean square
+    ``|d|``, and ``equiglass.predict`` given the inherent state predicts what evaluation does."""
+    def vibrate(index: int, fields: dict) -> dict:
+        vibration = np.random.default_rng(100 + index).normal(0, 0.1, fields["positions"].shape)
+        return {**fields, "is_positions": wrap(fields["positions"] - vibration, fields["box"]),
+                "is_potential_energy": fields["potential_energy"] - 1.0}
+
+    dataset = write_dataset(tmp_path / "data", change=vibrate, absent=("msd", "self_intermediate_scattering"))
+    config = write_config(tmp_path, dataset, data={"with_is_displacement": True},
+                          model_options={"use_is_displacement": True}, train={"epochs": 2})
+    train(config, tmp_path / "run", progress=False)
+    trained = equiglass.load_model(tmp_path / "run")
+    assert trained.data_section["with_is_displacement"] is True
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    vibrations = np.concatenate([is_displacement(load_dataset(dataset).read(k)) for k in record["split"]["train"]])
+    scale = float(trained.model.embedding.displacement_scale)
+    assert scale == pytest.approx(np.sqrt((vibrations**2).sum(axis=1).mean()), rel=1e-6)
+
+    fields = load_dataset(dataset).read(0)
+    predicted = equiglass.predict(trained, fields["positions"], fields["types"], fields["box"],
+                                  is_positions=fields["is_positions"])
+    with torch.no_grad():
+        expected = trained.predict(trained.graphs(dataset, [0])[0])
+    np.testing.assert_allclose(predicted, expected.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="pass the thermal positions and is_positions"):
+        equiglass.predict(trained, fields["positions"], fields["types"], fields["box"])
+
+
 def test_checkpoint_contents_and_prediction(tmp_path, dataset):
     config = write_config(tmp_path, dataset, data={"with_potential_energy": True},
                           model_options={"use_potential_energy": True}, train={"epochs": 2})
@@ -254,6 +287,7 @@ def test_bad_checkpoints_raise_data_errors(tmp_path):
         ("model", {"radial_hidden": [8, "a"]}, r"\[model\] radial_hidden: must be a list of integers"),
         ("model", {"l_max": -1}, r"\[model\] EquivariantConfig: l_max must be >= 0"),
         ("model", {"use_potential_energy": True}, r"use_potential_energy needs \[data\] with_potential_energy"),
+        ("model", {"use_is_displacement": True}, r"use_is_displacement needs \[data\] with_is_displacement"),
         ("model", {"cutoff": 2.5}, r"exceeds the graphs' \[data\] cutoff"),
     ],
 )
