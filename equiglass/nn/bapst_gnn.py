@@ -76,6 +76,9 @@ class BapstConfig:
         normalization: ``"none"`` (the original) or ``"instance"``: every encoder and block
             MLP output standardised per configuration (see the module docstring); adds
             2 × 64 parameters per normalised MLP.
+        use_is_displacement: the node encoder also reads every particle's displacement from
+            its inherent state (``data.is_displacement``, 3 Cartesian components like the edge
+            vectors, so the cube augmentation turns it too).
     """
 
     n_timescales: int = 10
@@ -85,6 +88,7 @@ class BapstConfig:
     cutoff: float = DEFAULT_CUTOFF
     per_timescale_models: bool = False
     normalization: str = "none"
+    use_is_displacement: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mlp_hidden", tuple(int(h) for h in self.mlp_hidden))
@@ -184,14 +188,14 @@ class BapstNetwork(nn.Module):
         n_outputs: width of the decoder's linear output layer.
 
     Shapes: ``types [N]`` (long), ``vectors [E, 3]``, ``edge_index [2, E]``, ``batch [N]``
-    (None: one configuration) -> ``[N, n_outputs]``.
+    (None: one configuration), ``displacement [N, 3]`` (with ``use_is_displacement``) -> ``[N, n_outputs]``.
     """
 
     def __init__(self, config: BapstConfig, n_outputs: int) -> None:
         super().__init__()
         self.n_types, self.n_steps = config.n_types, config.n_steps
         width = config.latent
-        self.node_encoder = mlp(config.n_types, config.mlp_hidden, activate_final=True)
+        self.node_encoder = mlp(config.n_types + 3 * config.use_is_displacement, config.mlp_hidden, activate_final=True)
         self.edge_encoder = mlp(3, config.mlp_hidden, activate_final=True)
         self.node_encoder_norm = ConfigurationNorm(width, config.normalization)
         self.edge_encoder_norm = ConfigurationNorm(width, config.normalization)
@@ -199,11 +203,15 @@ class BapstNetwork(nn.Module):
         self.decoder = mlp(width, (*config.mlp_hidden, n_outputs), activate_final=False)
 
     def forward(
-        self, types: torch.Tensor, vectors: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None
+        self, types: torch.Tensor, vectors: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor | None = None,
+        displacement: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """See the class docstring."""
         edge_batch = None if batch is None else batch[edge_index[1]]
-        x0 = self.node_encoder_norm(self.node_encoder(nn.functional.one_hot(types, self.n_types).to(vectors.dtype)), batch)
+        nodes = nn.functional.one_hot(types, self.n_types).to(vectors.dtype)
+        if displacement is not None:
+            nodes = torch.cat([nodes, displacement], dim=-1)
+        x0 = self.node_encoder_norm(self.node_encoder(nodes), batch)
         e0 = self.edge_encoder_norm(self.edge_encoder(vectors), edge_batch)
         x, e = x0, e0
         for _ in range(self.n_steps):
@@ -217,7 +225,8 @@ class BapstGNN(nn.Module):
     Input: a PyG ``Data`` / ``Batch`` following :mod:`equiglass.data.graphs`: ``pos [N, 3]``,
     ``types [N]`` (long), ``box [B, 3]`` sides or ``[B, 3, 3]`` cells (as
     :func:`cube_symmetry_augmentation` leaves them), ``edge_index [2, E]`` (neighbour j,
-    centre i), ``edge_shift [E, 3]``, ``batch [N]`` (absent for one graph). Edges at distance
+    centre i), ``edge_shift [E, 3]``, ``batch [N]`` (absent for one graph), and
+    ``is_displacement [N, 3]`` with ``config.use_is_displacement``. Edges at distance
     ``>= config.cutoff`` are dropped. Computes in the dtype of the parameters.
 
     Output: ``[N, n_timescales]``.
@@ -238,7 +247,13 @@ class BapstGNN(nn.Module):
         vectors = edge_vectors(data.pos.to(dtype), data.edge_index, data.edge_shift, data.box, data.batch)
         within = vectors.norm(dim=-1) < self.config.cutoff
         vectors, edge_index = vectors[within], data.edge_index[:, within]
-        return torch.cat([network(data.types, vectors, edge_index, data.batch) for network in self.networks], dim=-1)
+        displacement = None
+        if self.config.use_is_displacement:
+            if "is_displacement" not in data:
+                raise ValueError("the model was built with use_is_displacement=True but the graph has no is_displacement")
+            displacement = data.is_displacement.to(dtype)
+        return torch.cat([network(data.types, vectors, edge_index, data.batch, displacement) for network in self.networks],
+                         dim=-1)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""

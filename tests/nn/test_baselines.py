@@ -390,8 +390,9 @@ def test_force_feature_equals_the_reference_ka_forces_in_any_periodic_image(fiel
 
 
 def test_displacement_feature_is_the_distance_from_the_inherent_state_and_turns_with_the_cube(fields):
-    """``use_is_displacement``: the feature is ``|r - r_IS|`` in the minimum image (coarse-grained
-    like the others), and the Bapst model's cube augmentation turns ``d`` with the positions."""
+    """``use_is_displacement``: the descriptor is ``|r - r_IS|`` in the minimum image (coarse-grained
+    like the others); the Bapst model's node encoder reads ``d``, which its cube augmentation
+    turns with the positions."""
     rng = np.random.default_rng(4)
     vibration = rng.normal(0, 0.1, fields["positions"].shape)
     vibrating = {**fields, "is_positions": wrap(fields["positions"] - vibration, fields["box"])}
@@ -403,6 +404,14 @@ def test_displacement_feature_is_the_distance_from_the_inherent_state_and_turns_
     assert not torch.allclose(features[:, 1], features[:, 0])  # the second block averages over neighbours
     with pytest.raises(ValueError, match="no is_displacement was given"):
         structural_descriptors(fields["positions"], fields["types"], fields["box"], config=config)
+
+    bapst = BapstGNN(BapstConfig(n_timescales=N_TIMES, mlp_hidden=(16, 16), n_steps=2, use_is_displacement=True))
+    with torch.no_grad():
+        moved = graph.clone()
+        moved.is_displacement = -graph.is_displacement
+        assert (bapst(moved) - bapst(graph)).abs().max() > 1e-4  # the node encoder reads d
+    with pytest.raises(ValueError, match="has no is_displacement"):
+        bapst(configuration_graph(vibrating))
 
     augmented = cube_symmetry_augmentation(graph, torch.Generator().manual_seed(3))
     rotation = augmented.box[0] @ torch.linalg.inv(box_matrix(graph.box)[0])  # the R of box -> box @ R.T, transposed
