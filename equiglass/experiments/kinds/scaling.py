@@ -10,7 +10,7 @@ own too (``validation_dataset``): the split's validation part, where it has one,
 ``[scaling] steps`` optimiser steps at every ``n`` (``epochs = ceil(steps × batch_size / n)``)
 and about ``[scaling] validations`` validations, so that a larger set is not also a longer
 training; closed-form fits (ridge) take the whole set at once, with the first seed only. Sizes
-that do not fit the dataset are skipped, named with the reason.
+that do not fit the dataset, and runs whose inputs it lacks, are skipped, named with the reason.
 
 Reported: the Pearson table of every run on the test dataset (``<run>/pearson.md``), and per
 run, particle type, size and time the mean over seeds of the per-configuration mean Pearson,
@@ -96,6 +96,10 @@ def run(experiment: Experiment) -> dict[str, Any]:
                                                 "configurations: give the runs a [data] test_dataset (or --test-data)")
     if len(tested_on) > 1:
         raise ConfigError(experiment.spec.path, f"the runs name different test datasets: {sorted(map(str, tested_on))}")
+    for name, config in list(configs.items()):
+        if missing := experiment.missing_fields(config):
+            experiment.skipped[name] = f"{dataset} lacks {missing}"
+            del configs[name]
     closed_form = {name: MODEL_KINDS[config.kind].fit == "closed_form" for name, config in configs.items()}
     tasks, names = [], []
     for seed in chosen.seeds:
