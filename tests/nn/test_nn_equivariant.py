@@ -305,21 +305,9 @@ def test_the_displacement_from_the_inherent_state_is_a_vector_input(parity: bool
 
 @pytest.mark.parametrize("backend", ["fused", "fused-pytorch"])
 def test_fast_tensor_product_takes_the_displacement_vectors(monkeypatch, backend: str):
-    if backend == "fused-pytorch":
-        monkeypatch.setenv("EQUIGLASS_COMPILED_KERNELS", "0")
-    plain = make_model(tensor_product="e3nn", use_is_displacement=True).train()
-    fast = make_model(tensor_product="fused", use_is_displacement=True).train()
-    fast.load_state_dict(plain.state_dict())
+    """The first layer's inputs are then ``C x 0e + C x 1o``, not scalars only."""
     data = _displaced(graph(*random_configuration(40, 4.5, seed=1)))
-    outputs = []
-    for model in (plain, fast):
-        out = model(data)
-        (out**2).sum().backward()
-        outputs.append((out, [p.grad for p in model.parameters()]))
-    (expected, expected_grads), (actual, actual_grads) = outputs
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
-    for got, want in zip(actual_grads, expected_grads):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert_fast_tensor_product_equals_e3nn(monkeypatch, backend, data, use_is_displacement=True)
 
 
 # --------------------------------------------------------------------------- smoothness, batching, size
@@ -434,14 +422,18 @@ def test_fast_tensor_product_equals_e3nn(configuration, monkeypatch, backend: st
     The fused one on both of its message sums: the compiled CPU kernel (where a compiler
     works) and PyTorch operators ("fused-pytorch", what GPUs run). On CPU cuEquivariance runs
     its pure-PyTorch method; its CUDA kernels are checked below."""
+    options = dict(parity=parity, l_max=l_max, use_potential_energy=energy, readout_all_layers=True)
+    assert_fast_tensor_product_equals_e3nn(monkeypatch, backend, graph(*configuration), **options)
+
+
+def assert_fast_tensor_product_equals_e3nn(monkeypatch, backend: str, data: Data, **options) -> None:
+    """Outputs and parameter gradients of the ``backend`` model equal the e3nn model's on ``data``."""
     if backend == "fused-pytorch":
         monkeypatch.setenv("EQUIGLASS_COMPILED_KERNELS", "0")
-    options = dict(parity=parity, l_max=l_max, use_potential_energy=energy, readout_all_layers=True)
     plain = make_model(tensor_product="e3nn", **options).train()
     fast = make_model(tensor_product=backend.removesuffix("-pytorch"), **options).train()
     fast.load_state_dict(plain.state_dict())
     assert plain.state_dict().keys() == fast.state_dict().keys()
-    data = graph(*configuration)
     outputs = []
     for model in (plain, fast):
         out = model(data)
