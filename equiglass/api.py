@@ -110,9 +110,11 @@ def predict(
             raise ValueError("this model takes the per-particle potential energy: pass potential_energy [N]")
         fields[energy_field] = np.asarray(potential_energy)
     if trained.data_section["with_is_displacement"]:
-        if is_positions is None or position_field != "positions":
+        if position_field != "positions":
+            raise ValueError("this model takes inherent positions and the displacement from them to the thermal ones: "
+                             "predict from a dataset (equiglass predict)")
+        if is_positions is None:
             raise ValueError("this model takes the displacement from the inherent state: pass the thermal positions "
-                             "and is_positions [N, 3]" + ("" if position_field == "positions" else
-                                                          " (a model of inherent positions: predict from a dataset)"))
+                             "and is_positions [N, 3]")
         fields["is_positions"] = wrap(np.asarray(is_positions, dtype=np.float64), box)
     return configuration_prediction(trained, fields)["prediction"].T

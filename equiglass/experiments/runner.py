@@ -55,7 +55,7 @@ class Experiment:
         threads: replaces every run's ``[train] threads`` (``--threads``; a setting of the machine,
             so finished runs are kept and unfinished ones resume with it).
         jobs: how many runs :meth:`train_all` trains at once, each in a worker process (``--jobs``).
-        runs: label -> facts of every run trained (:meth:`train`), in order.
+        runs: label -> facts of every run trained (:meth:`train_all`), in order.
         skipped: run name -> why it was not trained.
     """
 
@@ -88,17 +88,18 @@ class Experiment:
         tables = deep_merge(tables, {"train": dict(train_overrides or {}), "data": dict(data_overrides or {})})
         return config_from_dict(tables, self.spec.path)
 
-    def missing_fields(self, config: Any) -> list[str]:
-        """Fields the run needs that its dataset lacks (e.g. inherent states in Bapst et al.'s files)."""
+    def skip_if_inputs_missing(self, name: str, config: Any) -> bool:
+        """Whether run ``name`` needs fields its dataset lacks (e.g. inherent states in Bapst et al.'s
+        files); if so, it is recorded in :attr:`skipped` with the fields, and a warning says so."""
         from equiglass.data.graphs import input_fields
 
         needed = input_fields(config.data.positions, config.data.with_potential_energy, config.data.with_is_displacement)
         absent = load_dataset(config.data.dataset).absent_fields
-        return [name for name in needed if name in absent]
-
-    def train(self, label: str, config: Any) -> Path:
-        """Train (or resume) ``config`` into ``out/runs/<label>``; record its facts in :attr:`runs`."""
-        return self.train_all([(label, config)])[0]
+        missing = [field for field in needed if field in absent]
+        if missing:
+            self.skipped[name] = f"{config.data.dataset} lacks {missing}"
+            log.warning("run %s skipped: %s", name, self.skipped[name])
+        return bool(missing)
 
     def train_all(self, tasks: Sequence[tuple[str, Any]]) -> list[Path]:
         """Train (or resume) every ``(label, config)`` into ``out/runs/<label>``, up to :attr:`jobs` at

@@ -303,10 +303,10 @@ def cube_symmetry_augmentation(
         return data @ rotation.T
     cell = data.box if data.box.ndim == 3 else box_matrix(data.box)
     rotations = random_cube_symmetry(generator, cell.shape[0]).to(data.pos)
-    node_rotation = rotations[0] if data.batch is None else rotations[data.batch]
+    node_rotation = (rotations[0] if data.batch is None else rotations[data.batch]).expand(data.pos.shape[0], 3, 3)
     out = copy.copy(data)
-    out.pos = torch.einsum("nk,nlk->nl", data.pos, node_rotation.expand(data.pos.shape[0], 3, 3))
+    out.pos = torch.einsum("nk,nlk->nl", data.pos, node_rotation)
     out.box = cell.to(data.pos) @ rotations.transpose(1, 2)
     if "is_displacement" in data:  # a vector of every particle: it turns with the positions
-        out.is_displacement = torch.einsum("nk,nlk->nl", data.is_displacement, node_rotation.expand(data.pos.shape[0], 3, 3))
+        out.is_displacement = torch.einsum("nk,nlk->nl", data.is_displacement, node_rotation)
     return out

@@ -50,7 +50,8 @@ class NodeEmbedding(nn.Module):
         self.irreps_in = o3.Irreps(f"{n_scalars}x0e")
         self.irreps_out = scalars + vectors
         self.linear = o3.Linear(self.irreps_in, scalars)
-        self.vector_linear = o3.Linear(o3.Irreps([(1, ir) for _, ir in vectors[:1]]), vectors) if vectors else None
+        # one input vector, d itself, of the vectors' parity (1o, or 1e without parity)
+        self.vector_linear = o3.Linear(o3.Irreps([(1, vectors[0].ir)]), vectors) if vectors else None
         self.register_buffer("energy_mean", torch.zeros(()))
         self.register_buffer("energy_std", torch.ones(()))
         if self.use_is_displacement:  # only then: the state dicts of models without it keep their keys

@@ -6,7 +6,6 @@ the dataset lacks (e.g. inherent states in Bapst et al.'s files) is skipped, nam
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +14,6 @@ from equiglass.experiments.report import save_figure, table_json
 
 if TYPE_CHECKING:
     from equiglass.experiments.runner import Experiment
-
-log = logging.getLogger(__name__)
 
 
 def run(experiment: Experiment) -> dict[str, Any]:
@@ -42,12 +39,8 @@ def run(experiment: Experiment) -> dict[str, Any]:
             raise ConfigError(experiment.spec.path, f"run {name} keeps no test configurations and names no "
                                                     "[data] test_dataset: give one with --test-data")
         test_datasets.add(config.data.test_dataset or dataset)
-        missing = experiment.missing_fields(config)
-        if missing:
-            experiment.skipped[name] = f"{dataset} lacks {missing}"
-            log.warning("run %s skipped: %s", name, experiment.skipped[name])
-            continue
-        tasks.append((name, config))
+        if not experiment.skip_if_inputs_missing(name, config):
+            tasks.append((name, config))
     if len(test_datasets) > 1:
         raise ConfigError(experiment.spec.path, f"the runs name different test datasets: {sorted(map(str, test_datasets))}")
     (tested_on,) = test_datasets

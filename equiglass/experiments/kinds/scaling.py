@@ -96,10 +96,7 @@ def run(experiment: Experiment) -> dict[str, Any]:
                                                 "configurations: give the runs a [data] test_dataset (or --test-data)")
     if len(tested_on) > 1:
         raise ConfigError(experiment.spec.path, f"the runs name different test datasets: {sorted(map(str, tested_on))}")
-    for name, config in list(configs.items()):
-        if missing := experiment.missing_fields(config):
-            experiment.skipped[name] = f"{dataset} lacks {missing}"
-            del configs[name]
+    configs = {name: config for name, config in configs.items() if not experiment.skip_if_inputs_missing(name, config)}
     closed_form = {name: MODEL_KINDS[config.kind].fit == "closed_form" for name, config in configs.items()}
     tasks, names = [], []
     for seed in chosen.seeds:
@@ -206,7 +203,8 @@ def plot_curves(results: Mapping[str, Any], title: str, path: Path, particle_typ
             ax.errorbar(sizes, [pick(point["mean"]) for point in points],
                         yerr=[pick(point["seed_std"]) for point in points], marker="o", ms=3, capsize=2, label=name)
         if ceiling.size:
-            level = (float(np.nanmean(ceiling)) if average else ceiling[panel]) if np.isfinite(ceiling).any() else np.nan
+            known = ceiling[np.isfinite(ceiling)]
+            level = (float(known.mean()) if known.size else np.nan) if average else ceiling[panel]
             if np.isfinite(level):
                 ax.axhline(level, color="0.5", lw=1, ls="--", label="noise ceiling")
         ax.set_xscale("log", base=2)

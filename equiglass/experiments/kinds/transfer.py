@@ -33,7 +33,7 @@ def run(experiment: Experiment) -> dict[str, Any]:
     sources = experiment.train_all([(f"{name}/source-{source_label}", experiment.config(name, experiment.datasets[0]))
                                     for name in names])
     targets = [(name, temperature_label(target_facts), dataset)
-               for name, source in zip(names, sources) for target_facts, dataset in zip(facts[1:], experiment.datasets[1:])]
+               for name in names for target_facts, dataset in zip(facts[1:], experiment.datasets[1:])]
     source_of = dict(zip(names, sources))
     tasks = []
     for name, label, dataset in targets:
