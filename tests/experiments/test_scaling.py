@@ -109,11 +109,23 @@ def test_scaling_trains_nested_sets_and_tests_every_size_on_the_same_configurati
     assert (tmp_path / "out" / "scaling.png").is_file()
 
 
+def test_all_seeds_from_keeps_the_other_seeds_to_the_larger_sizes(datasets, tmp_path):
+    pool, validation, test = datasets
+    spec = write_spec(tmp_path, pool, validation, test, "seeds = [0, 1]\nsteps = 8\nall_seeds_from = 4")
+    results = run_experiment(spec, "cpu", out=tmp_path / "out", progress=False)
+    assert set(results["runs"]) == {"network/n002-seed0", "network/n004-seed0", "network/n004-seed1",
+                                    "ridge/n002-seed0", "ridge/n004-seed0"}
+    assert [(p["n"], p["seeds"]) for p in results["curves"]["runs"]["network"]["A"]] == [(2, 1), (4, 2)]
+    report = (tmp_path / "out" / "results.md").read_text()
+    assert "seeds [0, 1] (below 4 configurations, the first only)" in report
+
+
 def test_scaling_needs_a_test_dataset_and_a_good_table(datasets, tmp_path):
     pool, validation, test = datasets
     for scaling, message in (("steps = 0", "steps must be a positive integer"),
                              ("sizes = [2]", r"unknown key\(s\) \['sizes'\]"),
-                             ("seeds = [-1]", "seeds must list integers >= 0")):
+                             ("seeds = [-1]", "seeds must list integers >= 0"),
+                             ("all_seeds_from = -1", "all_seeds_from must be an integer >= 0")):
         with pytest.raises(ConfigError, match=message):
             run_experiment(write_spec(tmp_path, pool, validation, test, scaling), "cpu", out=tmp_path / "a", progress=False)
     spec = write_spec(tmp_path, pool, validation, test)

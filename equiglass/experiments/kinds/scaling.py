@@ -44,12 +44,14 @@ class ScalingOptions:
         seeds: seeds of every gradient-trained run (a closed-form fit takes the first), >= 0.
         steps: optimiser steps of every gradient-trained run at every size.
         validations: about this many validations per run.
+        all_seeds_from: sizes below this train the first seed only (0: every seed at every size), >= 0.
     """
 
     train_configurations: tuple[int, ...] = ()
     seeds: tuple[int, ...] = (0,)
     steps: int = 1920
     validations: int = 30
+    all_seeds_from: int = 0
 
     def __post_init__(self) -> None:
         if not self.train_configurations or min(self.train_configurations) < 1:
@@ -59,6 +61,8 @@ class ScalingOptions:
         for name in ("steps", "validations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.all_seeds_from < 0:
+            raise ValueError(f"all_seeds_from must be an integer >= 0, got {self.all_seeds_from}")
         object.__setattr__(self, "train_configurations", tuple(sorted(set(self.train_configurations))))
         object.__setattr__(self, "seeds", tuple(dict.fromkeys(self.seeds)))
 
@@ -102,7 +106,7 @@ def run(experiment: Experiment) -> dict[str, Any]:
     for seed in chosen.seeds:
         for n in chosen.train_configurations:
             for name, config in configs.items():
-                if closed_form[name] and seed != chosen.seeds[0]:
+                if seed != chosen.seeds[0] and (closed_form[name] or n < chosen.all_seeds_from):
                     continue  # a closed-form fit does not depend on the seed
                 validation = config.data.split[1]
                 if n + validation > available:
@@ -228,8 +232,9 @@ def markdown(results: Mapping[str, Any]) -> list[str]:
     each time), then the plot and the runs' full tables."""
     chosen, data = results["options"], results["curves"]
     lines = [f"Tested on `{results['tested_on']}`; {chosen['steps']} optimiser steps per gradient-trained run at "
-             f"every size; seeds {list(chosen['seeds'])}. Per-configuration Pearson, type A, mean over seeds "
-             "(± seed spread where there are several seeds).", ""]
+             f"every size; seeds {list(chosen['seeds'])}"
+             + (f" (below {chosen['all_seeds_from']} configurations, the first only)" if chosen.get("all_seeds_from") else "")
+             + ". Per-configuration Pearson, type A, mean over seeds (± seed spread where there are several seeds).", ""]
     names = list(data["runs"])
     sizes = sorted({point["n"] for by_type in data["runs"].values() for point in by_type.get("A", [])})
     columns = ["mean over times", *(f"t = {t:.4g}" for t in data["times"] or [])]
