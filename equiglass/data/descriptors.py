@@ -188,7 +188,11 @@ def structural_descriptors(
     if n and (types.min() < 0 or types.max() >= config.n_types):
         raise ValueError(f"types must lie in [0, {config.n_types}), got values {sorted(set(types.tolist()))}")
 
-    edge_index, edge_shift = neighbour_list(pos, sides, config.neighbour_cutoff)
+    if config.neighbour_cutoff > 0:
+        edge_index, edge_shift = neighbour_list(pos, sides, config.neighbour_cutoff)
+    else:  # single-particle features only (e.g. |d| alone, not coarse-grained)
+        edge_index = torch.zeros(2, 0, dtype=torch.long, device=device)
+        edge_shift = torch.zeros(0, 3, dtype=torch.float32, device=device)
     vectors = edge_vectors(pos, edge_index, edge_shift, sides)
     distances = vectors.norm(dim=-1)
     neighbour, centre = edge_index[0], edge_index[1]

@@ -402,6 +402,9 @@ def test_displacement_feature_is_the_distance_from_the_inherent_state_and_turns_
     features = graph_descriptors(graph, config)
     torch.testing.assert_close(features[:, 0], torch.as_tensor(np.linalg.norm(vibration, axis=1)), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(features[:, 1], features[:, 0])  # the second block averages over neighbours
+    alone = DescriptorConfig(radial_centres=(), angular_orders=(), coarse_lengths=(0.0,), use_is_displacement=True)
+    assert alone.neighbour_cutoff == 0  # |d| not coarse-grained needs no neighbours
+    torch.testing.assert_close(graph_descriptors(graph, alone), features[:, :1])
     with pytest.raises(ValueError, match="no is_displacement was given"):
         structural_descriptors(fields["positions"], fields["types"], fields["box"], config=config)
 
