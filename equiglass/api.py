@@ -74,8 +74,8 @@ def predict(
 
     Args:
         model: a :func:`load_model` result, or a checkpoint file or run directory.
-        positions: [N, 3] positions (LJ lengths; wrapped into the box here), thermal or inherent as
-            the model was trained (``model.data_section["positions"]``).
+        positions: [N, 3] positions (LJ lengths; wrapped into the box here), thermal, inherent or cage
+            positions as the model was trained (``model.data_section["positions"]``).
         types: [N] int, 0 = A, 1 = B.
         box: [3] sides of the periodic orthorhombic box (LJ lengths).
         potential_energy: [N] per-particle potential energy of those positions, for models trained
@@ -111,8 +111,8 @@ def predict(
         fields[energy_field] = np.asarray(potential_energy)
     if trained.data_section["with_is_displacement"]:
         if position_field != "positions":
-            raise ValueError("this model takes inherent positions and the displacement from them to the thermal ones: "
-                             "predict from a dataset (equiglass predict)")
+            raise ValueError("this model takes inherent or cage positions and the displacement from the inherent "
+                             "state to the thermal ones: predict from a dataset (equiglass predict)")
         if is_positions is None:
             raise ValueError("this model takes the displacement from the inherent state: pass the thermal positions "
                              "and is_positions [N, 3]")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import write_dataset
+from factories import with_inherent_state, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +41,11 @@ def dataset(tmp_path_factory) -> Path:
     """Eight synthetic configurations of 300 particles, three times (see
     :func:`factories.synthetic_configuration`): a dataset directory, one per test module."""
     return write_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture(scope="module")
+def inherent_dataset(tmp_path_factory) -> Path:
+    """:func:`dataset` with inherent states (:func:`factories.with_inherent_state`), for the
+    displacement d from them."""
+    return write_dataset(tmp_path_factory.mktemp("inherent"), change=with_inherent_state,
+                         absent=("msd", "self_intermediate_scattering"))

@@ -56,6 +56,8 @@ MODELS: dict[str, dict[str, Any]] = {
     "ridge": {"kind": "ridge", "radial_centres": [1.0, 1.2, 1.4, 1.6], "angular_centres": [1.0],
               "angular_orders": [4, 6], "coarse_lengths": [0.0], "coarse_cutoff": 2.0},
     "force": {"kind": "ridge", "radial_centres": [], "angular_orders": [], "coarse_lengths": [0.0], "use_force": True},
+    "displacement": {"kind": "ridge", "radial_centres": [], "angular_orders": [], "coarse_lengths": [0.0],
+                     "use_is_displacement": True},
 }
 
 def synthetic_configuration(seed: int) -> dict[str, np.ndarray]:
@@ -76,6 +78,16 @@ def synthetic_configuration(seed: int) -> dict[str, np.ndarray]:
         "propensity": propensity,
         "potential_energy": rng.normal(-6.5, 0.2, N_PARTICLES) - 0.5 * z,
     }
+
+
+def with_inherent_state(index: int, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``fields`` with an inherent state: every particle 0.1 (rms per component) from its position,
+    drawn by configuration ``index``; a ``change`` for :func:`write_dataset`."""
+    from equiglass.data.geometry import wrap
+
+    vibration = np.random.default_rng(100 + index).normal(0, 0.1, fields["positions"].shape)
+    return {**fields, "is_positions": wrap(fields["positions"] - vibration, fields["box"]),
+            "is_potential_energy": fields["potential_energy"] - 1.0}
 
 
 def write_dataset(

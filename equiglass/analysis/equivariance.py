@@ -103,7 +103,7 @@ class Configuration:
         cls, fields: Mapping[str, np.ndarray], positions: str = "thermal", with_potential_energy: bool = False,
         with_is_displacement: bool = False,
     ) -> Configuration:
-        """Pick the positions (``"thermal"`` or ``"inherent"``), their energy and the displacement
+        """Pick the positions (``"thermal"``, ``"inherent"`` or ``"cage"``), their energy and the displacement
         from the inherent state from a configuration's arrays."""
         position_field, energy_field = POSITION_FIELDS[positions]
         energy = np.asarray(fields[energy_field], dtype=np.float64) if with_potential_energy else None

@@ -47,10 +47,12 @@ from equiglass.errors import DataError
 #: Default neighbour cutoff in LJ length units (σ_AA), as in Bapst et al. (2020) and PCL22.
 DEFAULT_CUTOFF = 2.0
 
-#: Position switch -> (positions field, per-particle potential energy field of those positions).
-POSITION_FIELDS: dict[str, tuple[str, str]] = {
+#: Position switch -> (positions field, per-particle potential energy field of those positions;
+#: None where no dataset stores one: GlassBench's cage states come without energies).
+POSITION_FIELDS: dict[str, tuple[str, str | None]] = {
     "thermal": ("positions", "potential_energy"),
     "inherent": ("is_positions", "is_potential_energy"),
+    "cage": ("cage_positions", None),
 }
 #: Fields of the displacement from the inherent state to the thermal positions (``with_is_displacement``).
 IS_DISPLACEMENT_FIELDS = ("positions", "is_positions")
@@ -61,11 +63,14 @@ def input_fields(positions: str = "thermal", with_potential_energy: bool = False
     """The configuration fields a graph of these settings is built from (see :func:`configuration_graph`).
 
     Raises:
-        ValueError: unknown ``positions`` switch.
+        ValueError: unknown ``positions`` switch, or a potential energy asked of positions that have none.
     """
     if positions not in POSITION_FIELDS:
         raise ValueError(f"positions must be one of {sorted(POSITION_FIELDS)}, got {positions!r}")
     position_field, energy_field = POSITION_FIELDS[positions]
+    if with_potential_energy and energy_field is None:
+        raise ValueError(f"positions = {positions!r} come with no per-particle potential energy: "
+                         "with_potential_energy must be false")
     needed = [position_field] + ([energy_field] if with_potential_energy else [])
     return list(dict.fromkeys(needed + (list(IS_DISPLACEMENT_FIELDS) if with_is_displacement else [])))
 
@@ -202,7 +207,8 @@ def configuration_graph(
     Args:
         fields: the configuration's arrays (see :data:`equiglass.data.format.FIELDS`).
         cutoff: neighbour cutoff (LJ units), strictly below half the smallest box side.
-        positions: ``"thermal"`` (``positions``) or ``"inherent"`` (``is_positions``).
+        positions: ``"thermal"`` (``positions``), ``"inherent"`` (``is_positions``) or ``"cage"``
+            (``cage_positions``: each particle's average position in its cage, GlassBench).
         with_potential_energy: attach the per-particle potential energy of the
             chosen positions (``potential_energy`` for thermal,
             ``is_potential_energy`` for inherent).
@@ -215,7 +221,7 @@ def configuration_graph(
         ====================  ========  =======  ====================================================
         field                 shape     dtype    meaning
         ====================  ========  =======  ====================================================
-        ``pos``               [N, 3]    float32  thermal or inherent positions, wrapped in [0, box)
+        ``pos``               [N, 3]    float32  thermal, inherent or cage positions, wrapped in [0, box)
         ``types``             [N]       int64    0 = A (large), 1 = B (small)
         ``box``               [1, 3]    float32  orthorhombic box sides (batches to [B, 3])
         ``edge_index``        [2, E]    int64    (neighbour j, centre i), sorted by (i, j)
@@ -236,7 +242,8 @@ def configuration_graph(
         without ``propensity`` (prediction-only) has neither ``y`` nor ``target_mask``.
 
     Raises:
-        ValueError: unknown ``positions`` switch or a cutoff too large for the box.
+        ValueError: unknown ``positions`` switch, an energy asked of cage positions, or a cutoff too
+            large for the box.
         DataError: the chosen positions, energy or inherent state are missing, or the fields are invalid.
     """
     for name in input_fields(positions, with_potential_energy, with_is_displacement):

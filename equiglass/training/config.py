@@ -4,7 +4,7 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
 
     [data]
     dataset = "../../data/demo"        # relative to this file
-    positions = "thermal"              # or "inherent" (quenched inherent-state positions)
+    positions = "thermal"              # or "inherent" (quenched inherent-state positions), "cage" (GlassBench)
     with_potential_energy = false      # attach the per-particle potential energy to the graphs
     with_is_displacement = false       # attach each particle's displacement from its inherent state
     cutoff = 2.0                       # neighbour cutoff of the graphs (LJ units)
@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from equiglass.data.graphs import DEFAULT_CUTOFF, POSITION_FIELDS, split_indices
+from equiglass.data.graphs import DEFAULT_CUTOFF, input_fields, split_indices
 from equiglass.errors import ConfigError
 from equiglass.nn.registry import MODEL_KINDS, model_kind, resolve_model_section
 from equiglass.nn.ridge import DEFAULT_ALPHAS
@@ -83,7 +83,7 @@ class DataConfig:
 
     Attributes:
         dataset: the dataset directory (a relative path in a file is relative to the file).
-        positions: ``"thermal"`` or ``"inherent"`` positions.
+        positions: ``"thermal"``, ``"inherent"`` or ``"cage"`` positions (the last without potential energy).
         with_potential_energy: attach the per-particle potential energy (of those positions).
         with_is_displacement: attach every particle's displacement from its inherent state to its
             thermal position (an ``l = 1`` vector; the dataset needs both positions).
@@ -99,7 +99,7 @@ class DataConfig:
     """
 
     dataset: Path
-    positions: Literal["thermal", "inherent"] = "thermal"
+    positions: Literal["thermal", "inherent", "cage"] = "thermal"
     with_potential_energy: bool = False
     with_is_displacement: bool = False
     cutoff: float = DEFAULT_CUTOFF
@@ -110,8 +110,7 @@ class DataConfig:
     test_dataset: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.positions not in POSITION_FIELDS:
-            raise ValueError(f"positions must be one of {sorted(POSITION_FIELDS)}, got {self.positions!r}")
+        input_fields(self.positions, self.with_potential_energy)  # a known switch, an energy it has
         if not (math.isfinite(self.cutoff) and self.cutoff > 0):
             raise ValueError(f"cutoff must be positive, got {self.cutoff}")
         if len(self.split) != 3 or any(not value >= 0 for value in self.split):

@@ -18,6 +18,7 @@ from equiglass.data.graphs import (
     box_matrix,
     configuration_graph,
     edge_vectors,
+    input_fields,
     neighbour_list,
     split_indices,
 )
@@ -315,6 +316,24 @@ def test_inherent_positions_and_potential_energy(ka500):
     np.testing.assert_array_equal(inherent.potential_energy.numpy(), ka500["is_potential_energy"].astype(np.float32))
     expected = neighbour_list(ka500["is_positions"], ka500["box"], DEFAULT_CUTOFF)
     assert torch.equal(inherent.edge_index, expected[0]) and torch.equal(inherent.edge_shift, expected[1])
+
+
+def test_cage_positions_are_a_third_choice_without_energy(ka500):
+    """GlassBench's cage states: the graph is built on them (d still from the inherent state); they
+    come with no potential energy."""
+    rng = np.random.default_rng(7)
+    cage = wrap(ka500["positions"] + rng.normal(0, 0.05, ka500["positions"].shape), ka500["box"])
+    fields = {**ka500, "cage_positions": cage}
+    graph = configuration_graph(fields, positions="cage", with_is_displacement=True)
+    np.testing.assert_array_equal(graph.pos.numpy(), cage.astype(np.float32))
+    expected = neighbour_list(cage, ka500["box"], DEFAULT_CUTOFF)
+    assert torch.equal(graph.edge_index, expected[0]) and torch.equal(graph.edge_shift, expected[1])
+    torch.testing.assert_close(graph.is_displacement, configuration_graph(fields, with_is_displacement=True).is_displacement)
+    assert input_fields("cage", with_is_displacement=True) == ["cage_positions", "positions", "is_positions"]
+    with pytest.raises(ValueError, match="positions = 'cage' come with no per-particle potential energy"):
+        configuration_graph(fields, positions="cage", with_potential_energy=True)
+    with pytest.raises(DataError, match="needs the field 'cage_positions'"):
+        configuration_graph(ka500, positions="cage")
 
 
 def test_is_displacement_is_the_minimum_image_vector_from_the_inherent_state(ka500):

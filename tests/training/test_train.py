@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from factories import MODELS, N_PARTICLES, TIMES, read_metrics, write_config, write_dataset
+from factories import MODELS, N_PARTICLES, TIMES, read_metrics, write_config
 from torch_geometric.data import Batch
 
 import equiglass
@@ -23,7 +23,6 @@ import equiglass.training.progress
 from equiglass.analysis.evaluate import evaluate
 from equiglass.cli import main
 from equiglass.data.format import load_dataset
-from equiglass.data.geometry import wrap
 from equiglass.data.graphs import is_displacement
 from equiglass.errors import CheckpointError, ConfigError
 from equiglass.nn.registry import build_model, resolve_model_section
@@ -151,8 +150,10 @@ def test_tensorboard_gets_every_number_when_installed(tmp_path, dataset, monkeyp
 
 
 @pytest.mark.parametrize("model", list(MODELS))
-def test_every_kind_trains_one_epoch(tmp_path, dataset, model):
-    config = write_config(tmp_path, dataset, model)
+def test_every_kind_trains_one_epoch(tmp_path, request, model):
+    inherent = MODELS[model].get("use_is_displacement", False)
+    dataset = request.getfixturevalue("inherent_dataset" if inherent else "dataset")
+    config = write_config(tmp_path, dataset, model, data={"with_is_displacement": inherent})
     result = train(config, tmp_path / "run", progress=False)
     run = tmp_path / "run"
     for name in ("config.toml", "config.json", "run.json", "metrics.csv", "last.pt", "best.pt"):
@@ -188,15 +189,10 @@ def test_every_kind_trains_one_epoch(tmp_path, dataset, model):
     assert all(np.isfinite(row.mean).all() and np.isfinite(row.pooled).all() for row in table.rows)
 
 
-def test_a_model_of_the_displacement_from_the_inherent_state_trains_and_predicts(tmp_path):
+def test_a_model_of_the_displacement_from_the_inherent_state_trains_and_predicts(tmp_path, inherent_dataset):
     """``use_is_displacement``: the embedding's scale is the training split's root mean square
     ``|d|``, and ``equiglass.predict`` given the inherent state predicts what evaluation does."""
-    def vibrate(index: int, fields: dict) -> dict:
-        vibration = np.random.default_rng(100 + index).normal(0, 0.1, fields["positions"].shape)
-        return {**fields, "is_positions": wrap(fields["positions"] - vibration, fields["box"]),
-                "is_potential_energy": fields["potential_energy"] - 1.0}
-
-    dataset = write_dataset(tmp_path / "data", change=vibrate, absent=("msd", "self_intermediate_scattering"))
+    dataset = inherent_dataset
     config = write_config(tmp_path, dataset, data={"with_is_displacement": True},
                           model_options={"use_is_displacement": True}, train={"epochs": 2})
     train(config, tmp_path / "run", progress=False)
@@ -279,6 +275,7 @@ def test_bad_checkpoints_raise_data_errors(tmp_path):
         ("train", {"plateau_factor": 1.5}, r"\[train\] plateau_factor must be between 0 and 1"),
         ("train", {"augment": True}, r"\[train\] augment: .* bapst"),
         ("data", {"positions": "quenched"}, r"\[data\] positions: must be one of"),
+        ("data", {"positions": "cage", "with_potential_energy": True}, r"'cage' come with no per-particle potential"),
         ("data", {"particle_types": [2]}, r"\[data\] particle_types"),
         ("data", {"split": [0, 4, 4]}, r"\[data\] split needs training"),
         ("data", {"split": [0.5, "a"]}, r"\[data\] split: must be a list of integers or a list of numbers"),
