@@ -7,10 +7,12 @@ that ship with the package (:mod:`equiglass.resources`):
 * ``equivariant``: the PCL22 rotation-equivariant GNN;
 * ``bapst``: the invariant GNN of Bapst et al. (2020);
 * ``ridge``: ridge regression on structural descriptors;
+* ``displacement``: the displacement baseline, each particle's distance |d| from its inherent
+  state (coarse-grained, a ridge fit): the cage vibration every model is also given;
 * ``force``: the force baseline, the magnitude of the KA force on each particle (a ridge fit
   on that one feature): what a model must beat at the shortest times;
-* ``equivariant_l0`` (with ``--models``): the same equivariant code with l_max = 0, the
-  distances-only ablation.
+* ``equivariant_l0`` (with ``--models``): the same equivariant code with l_max = 0 at a matched
+  parameter count, the distances-only ablation.
 
 Each run is left in ``DIR/<model>`` with its ``best.pt`` (usable by ``equiglass evaluate``,
 ``predict`` and ``check-equivariance``). Then every model is evaluated on its test
@@ -36,7 +38,7 @@ if TYPE_CHECKING:  # importing torch is slow; the command line imports this modu
 log = logging.getLogger(__name__)
 
 #: Models trained by default, in the order of the table.
-DEMO_MODELS: tuple[str, ...] = ("equivariant", "bapst", "ridge", "force")
+DEMO_MODELS: tuple[str, ...] = ("equivariant", "bapst", "ridge", "displacement", "force")
 #: Every model with a demo config.
 ALL_DEMO_MODELS: tuple[str, ...] = (*DEMO_MODELS, "equivariant_l0")
 

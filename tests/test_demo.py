@@ -36,10 +36,10 @@ def epochs_trained(run: Path) -> int:
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_on_tiny_configs_then_resume(tmp_path, dataset, capsys):
+def test_demo_end_to_end_on_tiny_configs_then_resume(tmp_path, inherent_dataset, capsys):
     configs = tmp_path / "configs"
     for name in DEMO_MODELS:  # tiny models on the tiny dataset, named as the demo expects
-        path = write_config(configs, dataset, name, data={"split": [4, 2, 2]})
+        path = write_config(configs, inherent_dataset, name, data={"split": [4, 2, 2], "with_is_displacement": True})
         path.rename(configs / f"demo_{name}.toml")
     out = tmp_path / "runs"
 
@@ -58,4 +58,4 @@ def test_demo_end_to_end_on_tiny_configs_then_resume(tmp_path, dataset, capsys):
     # rerun with more epochs: the networks continue from their last.pt, the ridge fit is kept
     assert main(["demo", "--out", str(out), "--epochs", "2", "--configs", str(configs)]) == 0
     assert {name: epochs_trained(out / name) for name in DEMO_MODELS} == {
-        "equivariant": 2, "bapst": 2, "ridge": 1, "force": 1}
+        "equivariant": 2, "bapst": 2, "ridge": 1, "displacement": 1, "force": 1}

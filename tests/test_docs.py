@@ -84,6 +84,6 @@ def test_the_demo_table_of_the_readme_is_the_docs_table():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     docs = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
     rows = [line for line in readme.splitlines() if re.match(r"\| .*\d ± \d", line) or line.startswith("| noise ceiling")]
-    assert len(rows) == 6  # equivariant (types A and B), Bapst, ridge, force baseline, noise ceiling
+    assert len(rows) == 8  # equivariant (types A and B), Bapst, ridge, |d| and force baselines, reference, ceiling
     for row in rows:
         assert row in docs
