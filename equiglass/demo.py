@@ -17,7 +17,7 @@ that ship with the package (:mod:`equiglass.resources`):
 Each run is left in ``DIR/<model>`` with its ``best.pt`` (usable by ``equiglass evaluate``,
 ``predict`` and ``check-equivariance``). Then every model is evaluated on its test
 configurations (:mod:`equiglass.analysis.evaluate`): the Pearson table is printed and written, with
-its plot, into ``DIR``. The default models train in about ten minutes on 2 CPU cores.
+its plot, into ``DIR``. The default models train in about four minutes on 2 idle CPU cores.
 Rerunning the command resumes unfinished runs and re-evaluates.
 """
 
