@@ -49,7 +49,7 @@ def bapst_directories(tmp_path_factory) -> list[Path]:
 
 def test_every_paper_result_has_a_spec():
     assert set(SPECS) == {"pearson_vs_time", "inputs", "depth_and_lmax", "temperatures", "transfer", "features",
-                          "glassbench", "recipe", "scaling"}
+                          "glassbench", "recipe", "scaling", "capacity"}
     for name in SPECS:
         spec = load_spec(EXPERIMENTS / f"{name}.toml")
         assert {"cpu", "paper"} <= spec.scales.keys()
