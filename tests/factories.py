@@ -32,6 +32,7 @@ import torch
 from torch_geometric.data import Data
 
 from equiglass.data.format import configuration_filename, write_configuration, write_manifest
+from equiglass.data.geometry import wrap
 from equiglass.data.graphs import neighbour_list
 from equiglass.nn import EquivariantConfig, EquivariantPropensityModel
 from equiglass.nn.bapst_gnn import BapstConfig, BapstGNN
@@ -83,8 +84,6 @@ def synthetic_configuration(seed: int) -> dict[str, np.ndarray]:
 def with_inherent_state(index: int, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``fields`` with an inherent state: every particle 0.1 (rms per component) from its position,
     drawn by configuration ``index``; a ``change`` for :func:`write_dataset`."""
-    from equiglass.data.geometry import wrap
-
     vibration = np.random.default_rng(100 + index).normal(0, 0.1, fields["positions"].shape)
     return {**fields, "is_positions": wrap(fields["positions"] - vibration, fields["box"]),
             "is_potential_energy": fields["potential_energy"] - 1.0}

@@ -107,7 +107,7 @@ def run(experiment: Experiment) -> dict[str, Any]:
         for n in chosen.train_configurations:
             for name, config in configs.items():
                 if seed != chosen.seeds[0] and (closed_form[name] or n < chosen.all_seeds_from):
-                    continue  # a closed-form fit does not depend on the seed
+                    continue  # a closed-form fit does not depend on the seed; small sizes take one
                 validation = config.data.split[1]
                 if n + validation > available:
                     experiment.skipped[f"{name}/n{n:03d}"] = (f"{dataset} holds {available} configurations, "
