@@ -76,7 +76,8 @@ class EquivariantConfig:
             ``l > 0`` outputs). These are invariants of a particle's *own* equivariant features,
             such as the magnitude of a force-like ``l = 1`` sum over its neighbours or a
             bond-orientational q_l, which the convolutions cannot form: they are linear in the
-            centre's own features (its neighbours' enter through the tensor product).
+            centre's own features (its neighbours' enter through the tensor product). Default
+            (None): on wherever there are ``l > 0`` channels (``l_max >= 1``), the training recipe.
         type_heads: one output head per particle type: the decoder's last layer gives
             ``n_types x n_timescales`` outputs and each particle reads those of its own type,
             so that a loss on several species does not ask one head to fit both (default:
@@ -112,7 +113,7 @@ class EquivariantConfig:
     use_is_displacement: bool = False
     decoder_hidden: tuple[int, ...] = (64, 64)
     readout_all_layers: bool = False
-    readout_norms: bool = False
+    readout_norms: bool | None = None
     type_heads: bool = False
     parity: bool = True
     batch_norm: bool = True
@@ -139,6 +140,8 @@ class EquivariantConfig:
                              f"spherical harmonics), got {self.l_max}")
         if self.tensor_product not in TENSOR_PRODUCTS:
             raise ValueError(f"EquivariantConfig: tensor_product must be one of {list(TENSOR_PRODUCTS)}, got {self.tensor_product!r}")
+        if self.readout_norms is None:
+            object.__setattr__(self, "readout_norms", self.l_max > 0)
         object.__setattr__(self, "radial_hidden", tuple(int(h) for h in self.radial_hidden))
         object.__setattr__(self, "decoder_hidden", tuple(int(h) for h in self.decoder_hidden))
 

@@ -124,6 +124,16 @@ def model_kind(model_section: Mapping[str, Any]) -> tuple[ModelKind, dict[str, A
     return entry, options
 
 
+#: Hyper-parameters whose default has changed, per kind, with the value a stored section that
+#: lacks them (a checkpoint written before the key existed) was built with.
+FORMER_DEFAULTS: dict[str, dict[str, Any]] = {"equivariant": {"readout_norms": False}}
+
+
+def with_former_defaults(model_section: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored section, its missing :data:`FORMER_DEFAULTS` filled in, so that it builds the model it was saved from."""
+    return {**FORMER_DEFAULTS.get(model_section.get("kind"), {}), **model_section}
+
+
 def resolve_model_section(model_section: Mapping[str, Any]) -> dict[str, Any]:
     """The section with every hyper-parameter spelled out (defaults filled in), JSON/TOML-ready.
 

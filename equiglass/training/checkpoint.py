@@ -43,7 +43,7 @@ from equiglass import __version__
 from equiglass.data.format import Dataset, atomic_write
 from equiglass.data.graphs import POSITION_FIELDS, PropensityDataset
 from equiglass.errors import CheckpointError
-from equiglass.nn.registry import build_model
+from equiglass.nn.registry import build_model, resolve_model_section, with_former_defaults
 
 #: Version of the checkpoint layout.
 CHECKPOINT_FORMAT = 1
@@ -101,7 +101,7 @@ def save_checkpoint(
     content = {
         "format": CHECKPOINT_FORMAT,
         "model_state": {name: value.detach().cpu() for name, value in model.state_dict().items()},
-        "model": dict(model_section),
+        "model": resolve_model_section(model_section),  # every hyper-parameter, so a later default cannot change it
         "data": dict(data_section),
         "normalisation": {"mean": mean, "std": std},
         "times": times,
@@ -134,6 +134,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                                     f"(1 to {CHECKPOINT_FORMAT})")
     if isinstance(content["data"], Mapping):
         content["data"] = {**DATA_DEFAULTS, **content["data"]}
+    for holder in (content, content.get("config")):  # the model, and the run config of a last.pt
+        if isinstance(holder, dict) and isinstance(holder.get("model"), Mapping):
+            holder["model"] = with_former_defaults(holder["model"])
     check_data_section(content["data"], path)
     return content
 

@@ -14,22 +14,24 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
                                                         # for each must be 0 (GlassBench: train on files 1-400, test
                                                         # on 401-500 with split = [0.9, 0.1, 0] and test_dataset)
     split_seed = 0
-    particle_types = [0]               # species of the loss and the validation metric (0 = A)
+    particle_types = [0, 1]            # species of the loss and the validation metric (0 = A, 1 = B)
 
     [model]
     kind = "equivariant"               # "equivariant" | "bapst" | "ridge"; other keys: see equiglass.nn.registry
 
     [train]
     optimiser = "adam"                 # or "adamw"
-    lr = 1e-3
+    lr = 3e-3
     weight_decay = 0.0
     schedule = "cosine"                # cosine decay per optimiser step to 0, "none", or "plateau"
     plateau_factor = 0.5               # plateau: multiply lr by this when validation stops improving ...
     plateau_patience = 5               # ... for more than this many validations (ReduceLROnPlateau)
+    warmup_steps = 0                   # linear warm-up of the lr over the first this many optimiser steps (cosine, none)
     epochs = 100
     batch_size = 1                     # configurations per optimiser step
     grad_clip = 1.0                    # global gradient-norm clip; 0 = none
     target_normalisation = "dataset"   # or "configuration": each configuration's targets standardised on their own
+    time_weights = []                  # one loss weight per stored time (e.g. the targets' reliability); [] = equal
     seed = 0                           # model initialisation, data order, augmentation
     augment = true                     # the kind's random symmetries (bapst: cube); default: true where it has some
     device = "auto"                    # "cpu", "cuda", or "auto" (cuda when available)
@@ -105,7 +107,7 @@ class DataConfig:
     cutoff: float = DEFAULT_CUTOFF
     split: tuple[int, ...] | tuple[float, ...] = (0.8, 0.1, 0.1)
     split_seed: int = 0
-    particle_types: tuple[int, ...] = (0,)
+    particle_types: tuple[int, ...] = (0, 1)
     validation_dataset: Path | None = None
     test_dataset: Path | None = None
 
@@ -142,15 +144,17 @@ class TrainConfig:
     """
 
     optimiser: Literal["adam", "adamw"] = "adam"
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     schedule: Literal["cosine", "none", "plateau"] = "cosine"
     plateau_factor: float = 0.5
     plateau_patience: int = 5
+    warmup_steps: int = 0
     epochs: int = 100
     batch_size: int = 1
     grad_clip: float = 1.0
     target_normalisation: Literal["dataset", "configuration"] = "dataset"
+    time_weights: tuple[float, ...] = ()
     seed: int = 0
     augment: bool | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -177,6 +181,13 @@ class TrainConfig:
             raise ValueError(f"plateau_factor must be between 0 and 1, got {self.plateau_factor}")
         if self.plateau_patience < 0:
             raise ValueError(f"plateau_patience must be >= 0, got {self.plateau_patience}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_steps and self.schedule == "plateau":
+            raise ValueError("warmup_steps needs schedule cosine or none (the plateau schedule owns the learning rate)")
+        if self.time_weights and (any(not (math.isfinite(w) and w >= 0) for w in self.time_weights)
+                                  or not sum(self.time_weights) > 0):
+            raise ValueError(f"time_weights must be >= 0 with a positive sum, got {list(self.time_weights)}")
         if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
             raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {self.threads}")
         if not self.alphas or any(not (math.isfinite(alpha) and alpha >= 0) for alpha in self.alphas):

@@ -19,7 +19,8 @@ inherent state) is standardised with training-split statistics.
 **Neural networks** (``equivariant``, ``bapst``): Adam/AdamW; a learning-rate schedule:
 ``cosine`` decay per optimiser step (a pure function of the step), ``none``, or ``plateau``
 (reduced when the validation score stalls: :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`
-stepped after each validation); gradient-norm clipping; ``batch_size`` configurations per
+stepped after each validation), the first two after an optional linear warm-up
+(``warmup_steps``); gradient-norm clipping; ``batch_size`` configurations per
 step in a seeded random order; the kind's random symmetries (``augment``; cube symmetries
 for ``bapst``) drawn from the same seeded generator. :func:`take_step` is one optimiser step.
 A non-finite loss (checked every step) or model state (checked at the end of every epoch,
@@ -71,12 +72,12 @@ from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 from equiglass.data.format import load_dataset
-from equiglass.errors import TrainingError
+from equiglass.errors import ConfigError, TrainingError
 from equiglass.nn.registry import Fit, build_model, kind_of
 from equiglass.training import distributed
 from equiglass.training.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT
 from equiglass.training.closed_form import fit_closed_form
-from equiglass.training.config import RunConfig, load_config
+from equiglass.training.config import RunConfig, TrainConfig, load_config
 from equiglass.training.objective import Objective
 from equiglass.training.progress import RunProgress
 from equiglass.training.rundir import (
@@ -169,8 +170,12 @@ def train(
         device = parallel.device
         dataset = load_dataset(config.data.dataset)
         split = split_graphs(config, dataset)
+        if config.train.time_weights and len(config.train.time_weights) != len(dataset.times):
+            raise ConfigError(config.path, f"[train] time_weights has {len(config.train.time_weights)} values, "
+                                           f"one per stored time of the dataset is needed ({len(dataset.times)})")
         objective = Objective.from_graphs(split.train, config.data.particle_types,
-                                          per_configuration=config.train.target_normalisation == "configuration")
+                                          per_configuration=config.train.target_normalisation == "configuration",
+                                          time_weights=config.train.time_weights)
         seed_everything(config.train.seed)
         model = build_model(config.model, len(dataset.times))
         _set_input_statistics(model, config.model, split.train)
@@ -260,9 +265,9 @@ def fit_network(
         losses = []
         order = torch.randperm(len(split.train), generator=generator)
         for step, chosen in enumerate(order.split(settings.batch_size), start=(epoch - 1) * steps_per_epoch):
-            if settings.schedule == "cosine":
+            if settings.schedule != "plateau":
                 for group in optimiser.param_groups:
-                    group["lr"] = _cosine_learning_rate(settings.lr, step, total_steps)
+                    group["lr"] = _learning_rate(settings, step, total_steps)
             lr = optimiser.param_groups[0]["lr"]
             batch = Batch.from_data_list([split.train[int(k)] for k in chosen]).to(device)
             if augmentation is not None:
@@ -324,7 +329,7 @@ def take_step(
     batch = parallel.shard_batch(batch)
     with mixed_precision(batch.pos.device, precision):
         output = forward(batch)
-    loss = parallel.global_loss(objective.loss(output.float(), batch), objective.mask(batch).sum())
+    loss = parallel.global_loss(objective.loss(output.float(), batch), objective.weight(batch))
     optimiser.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip > 0:
@@ -359,9 +364,12 @@ def _diverged(run: RunProgress, epoch: int, problem: str) -> TrainingError:
                                        "lower [train] lr or set [train] grad_clip")
 
 
-def _cosine_learning_rate(base: float, step: int, total_steps: int) -> float:
-    """The cosine-decayed learning rate of optimiser step ``step`` (0-based) of ``total_steps``."""
-    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+def _learning_rate(settings: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``total_steps`` under a schedule
+    that is a function of the step: cosine decay or none, times the linear warm-up."""
+    warm = min(1.0, (step + 1) / settings.warmup_steps) if settings.warmup_steps else 1.0
+    decay = 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)) if settings.schedule == "cosine" else 1.0
+    return settings.lr * warm * decay
 
 
 def _set_input_statistics(model: nn.Module, model_section: Mapping[str, Any], graphs: Sequence[Data]) -> None:

@@ -3,7 +3,11 @@
 Targets are normalised per timescale with the mean and standard deviation of the training
 split (loss particles only), stored in the checkpoints; the loss is the mean squared error
 of the normalised propensity over every timescale and every particle of ``[data]
-particle_types`` (type A by default) whose target exists.
+particle_types`` (A and B by default) whose target exists. With ``[train] time_weights`` it is
+the weighted mean, each timescale's terms weighted by its weight: normalised targets have unit
+variance at every time, so equal weights ask as much of the noisiest, longest times as of the
+best-determined ones; weights equal to the targets' reliability (the squared noise ceiling)
+ask of each time in proportion to the part of its variance that can be learnt.
 
 With ``[train] target_normalisation = "configuration"`` (as EIGNN, Jiang et al. 2023) every
 configuration's targets are instead standardised on their own, per timescale and particle
@@ -34,19 +38,24 @@ class Objective:
         particle_types: species in the loss and metric.
         per_configuration: standardise every configuration's targets on their own (per timescale
             and type) instead of with ``mean`` and ``std``.
+        time_weights: [T] float64 loss weight of every timescale; None: equal weights.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
     particle_types: tuple[int, ...]
     per_configuration: bool = False
+    time_weights: torch.Tensor | None = None
 
     @classmethod
-    def from_graphs(cls, graphs: Sequence[Data], particle_types: Sequence[int], per_configuration: bool = False) -> Objective:
-        """Statistics over the loss particles of ``graphs`` (the training split).
+    def from_graphs(cls, graphs: Sequence[Data], particle_types: Sequence[int], per_configuration: bool = False,
+                    time_weights: Sequence[float] = ()) -> Objective:
+        """Statistics over the loss particles of ``graphs`` (the training split); ``time_weights``
+        [T] (empty: equal) weight the loss's timescales.
 
         Raises:
-            ValueError: a timescale whose training targets are constant or absent.
+            ValueError: a timescale whose training targets are constant or absent, or
+                ``time_weights`` not one per timescale.
         """
         particle_types = tuple(particle_types)
         y = torch.cat([
@@ -58,7 +67,12 @@ class Objective:
         if not torch.all(std > 0):
             bad = torch.nonzero(~(std > 0)).flatten().tolist()
             raise ValueError(f"training targets are constant (or absent) at timescale(s) {bad}")
-        return cls(mean, std, particle_types, per_configuration)
+        weights = None
+        if len(time_weights):
+            weights = torch.tensor(time_weights, dtype=torch.float64)
+            if weights.shape != mean.shape:
+                raise ValueError(f"time_weights has {len(weights)} values for the data's {len(mean)} timescales")
+        return cls(mean, std, particle_types, per_configuration, weights)
 
     def particles(self, data: Data) -> torch.Tensor:
         """[N] bool: particles of the loss types."""
@@ -89,10 +103,22 @@ class Objective:
         scale = torch.where(std > 0, std, torch.ones_like(std))
         return torch.where(std[group] > 0, (data.y - mean[group]) / scale[group], torch.zeros_like(data.y))
 
-    def loss(self, output: torch.Tensor, data: Data) -> torch.Tensor:
-        """Mean squared error of ``output`` [N, T] against the normalised targets over :meth:`mask`."""
+    def weight(self, data: Data) -> torch.Tensor:
+        """0-dim: the total weight of :meth:`loss`'s terms (their count with equal time weights)."""
         mask = self.mask(data)
-        return ((output - self.normalised(data).to(output)) ** 2)[mask].mean()
+        if self.time_weights is None:
+            return mask.sum()
+        return (mask * self.time_weights.to(mask.device)).sum()
+
+    def loss(self, output: torch.Tensor, data: Data) -> torch.Tensor:
+        """Mean squared error of ``output`` [N, T] against the normalised targets over :meth:`mask`,
+        each timescale's terms weighted by ``time_weights`` where given."""
+        mask = self.mask(data)
+        squares = (output - self.normalised(data).to(output)) ** 2
+        if self.time_weights is None:
+            return squares[mask].mean()
+        weights = mask * self.time_weights.to(output)
+        return (squares * weights).sum() / weights.sum()
 
     def as_dict(self) -> dict[str, list[float]]:
         """``mean`` and ``std`` as lists, for a checkpoint."""

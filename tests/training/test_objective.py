@@ -54,6 +54,39 @@ def test_dataset_normalisation_uses_the_training_statistics_and_constant_groups_
     assert torch.equal(per_configuration.normalised(flat), torch.zeros(N, T, dtype=torch.float64))
 
 
+def test_time_weights_weight_each_timescale_of_the_loss():
+    """A weighted mean: the squared error of each timescale counts with its weight, so a time of
+    weight 0 is ignored, and equal weights give the unweighted loss."""
+    graphs = [configuration(0, 1.0, 0.0), configuration(1, 7.0, 3.0)]
+    batch = Batch.from_data_list(graphs)
+    plain = Objective.from_graphs(graphs, (0, 1))
+    output = torch.zeros(2 * N, T)
+    output[:, 2] = 1.0  # wrong at time 2 only (by 1 in normalised units, on top of the target's own)
+    squares = (output.double() - plain.normalised(batch)) ** 2
+    mask = plain.mask(batch)
+    per_time = torch.stack([squares[:, t][mask[:, t]].mean() for t in range(T)])
+    counts = mask.sum(dim=0).double()
+    for weights in ([1.0, 1.0, 1.0], [2.0, 0.0, 1.0], [0.0, 0.0, 5.0]):
+        weighted = Objective.from_graphs(graphs, (0, 1), time_weights=weights)
+        w = torch.tensor(weights, dtype=torch.float64) * counts
+        assert float(weighted.loss(output, batch)) == pytest.approx(float((per_time * w).sum() / w.sum()), rel=1e-6)
+        assert float(weighted.weight(batch)) == pytest.approx(float(w.sum()))
+    assert float(Objective.from_graphs(graphs, (0, 1), time_weights=[1.0, 1.0, 1.0]).loss(output, batch)) == \
+        pytest.approx(float(plain.loss(output, batch)), rel=1e-6)
+    assert int(plain.weight(batch)) == int(mask.sum())
+    with pytest.raises(ValueError, match="time_weights has 2 values for the data's 3 timescales"):
+        Objective.from_graphs(graphs, (0, 1), time_weights=[1.0, 1.0])
+
+
+def test_time_weights_of_another_length_than_the_data_are_a_config_error(tmp_path, dataset):
+    from equiglass.training.loop import train
+
+    config = write_config(tmp_path, dataset, "equivariant_l0", train={"time_weights": [1.0, 1.0]})
+    with pytest.raises(ConfigError, match=r"time_weights has 2 values, one per stored time of the dataset is needed \(3\)"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_target_normalisation_is_a_checked_train_key(tmp_path, dataset):
     good = write_config(tmp_path / "a", dataset, train={"target_normalisation": "configuration"})
     assert load_config(good).train.target_normalisation == "configuration"

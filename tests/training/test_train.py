@@ -8,6 +8,7 @@ conftest.py) and tiny models (``factories.MODELS``).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import types
 from pathlib import Path
@@ -55,10 +56,12 @@ def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model,
 
     Batches of 2 with a cosine schedule; bapst also draws cube symmetries from the data
     generator. The plateau schedule has state: with patience 0 and this large learning rate
-    the validation score drops at epochs 2 and 3, which halves the rate each time; the second
-    drop is measured against the best score of epoch 1, from before the interruption.
+    the validation score (of A: the drops were found for it) drops at epochs 2 and 3, which
+    halves the rate each time; the second drop is measured against the best score of epoch 1,
+    from before the interruption.
     """
-    config = write_config(tmp_path, dataset, model, train={"epochs": 4, "batch_size": 2, **options})
+    config = write_config(tmp_path, dataset, model, data={"particle_types": [0]},
+                          train={"epochs": 4, "batch_size": 2, **options})
     train(config, tmp_path / "reference", progress=False)
 
     real_save = equiglass.training.progress.save_checkpoint
@@ -90,6 +93,18 @@ def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model,
     assert len(drop_time) == 4
     if options == PLATEAU:
         assert [float(row["lr"]) for row in drop_time] == [0.1, 0.1, 0.05, 0.025]
+
+
+@pytest.mark.parametrize("schedule", ["none", "cosine"])
+def test_warmup_ramps_the_learning_rate_linearly_then_hands_over_to_the_schedule(tmp_path, dataset, schedule):
+    """6 training configurations, batch 1: 6 steps per epoch. With 10 warm-up steps the last step
+    of epoch 1 (step 5, 0-based) runs at 6/10 of the rate; from step 9 on the schedule alone."""
+    config = write_config(tmp_path, dataset, "equivariant_l0",
+                          train={"epochs": 3, "lr": 0.01, "warmup_steps": 10, "schedule": schedule})
+    train(config, tmp_path / "run", progress=False)
+    rates = [float(row["lr"]) for row in read_metrics(tmp_path / "run")]
+    decay = [0.5 * (1 + math.cos(math.pi * step / 18)) if schedule == "cosine" else 1.0 for step in (5, 11, 17)]
+    assert rates == pytest.approx([0.01 * 0.6 * decay[0], 0.01 * decay[1], 0.01 * decay[2]], rel=1e-12)
 
 
 def test_finished_run_is_not_retrained_and_no_resume_restarts(tmp_path, dataset):
@@ -220,7 +235,8 @@ def test_checkpoint_contents_and_prediction(tmp_path, dataset):
 
     content = read_checkpoint(tmp_path / "run" / "best.pt")
     assert {"model_state", "model", "data", "normalisation", "times", "equiglass_version", "epoch", "metrics"} <= set(content)
-    assert content["data"]["particle_types"] == [0] and content["data"]["with_potential_energy"] is True
+    assert content["data"]["particle_types"] == [0, 1] and content["data"]["with_potential_energy"] is True
+    assert content["model"]["readout_norms"] is True  # every hyper-parameter stored, the defaults too
     last = read_checkpoint(tmp_path / "run" / "last.pt")
     assert {"optimiser", "generator", "random_states", "history", "best_score"} <= set(last)
 
@@ -229,8 +245,8 @@ def test_checkpoint_contents_and_prediction(tmp_path, dataset):
     np.testing.assert_allclose(trained.times, TIMES)
     train_split = json.loads((tmp_path / "run" / "run.json").read_text())["split"]["train"]
     graphs = trained.graphs(dataset, indices=train_split)
-    # normalisation and energy statistics are those of the training split
-    y = torch.cat([g.y[g.types == 0].double() for g in graphs])
+    # normalisation and energy statistics are those of the training split (of the loss particles: A and B)
+    y = torch.cat([g.y.double() for g in graphs])
     np.testing.assert_allclose(trained.normalisation["mean"], y.mean(dim=0).numpy(), rtol=1e-10)
     np.testing.assert_allclose(trained.normalisation["std"], y.std(dim=0, correction=0).numpy(), rtol=1e-10)
     energy = torch.cat([g.potential_energy.double() for g in graphs])
@@ -273,6 +289,9 @@ def test_bad_checkpoints_raise_data_errors(tmp_path):
         ("train", {"epochs": "ten"}, r"\[train\] epochs: must be an integer"),
         ("train", {"schedule": "step"}, r"\[train\] schedule: must be one of"),
         ("train", {"plateau_factor": 1.5}, r"\[train\] plateau_factor must be between 0 and 1"),
+        ("train", {"warmup_steps": 3, "schedule": "plateau"}, r"\[train\] warmup_steps needs schedule cosine or none"),
+        ("train", {"time_weights": [1.0, -1.0, 1.0]}, r"\[train\] time_weights must be >= 0 with a positive sum"),
+        ("train", {"time_weights": [0.0, 0.0, 0.0]}, r"\[train\] time_weights must be >= 0 with a positive sum"),
         ("train", {"augment": True}, r"\[train\] augment: .* bapst"),
         ("data", {"positions": "quenched"}, r"\[data\] positions: must be one of"),
         ("data", {"positions": "cage", "with_potential_energy": True}, r"'cage' come with no per-particle potential"),

@@ -43,10 +43,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def write_config(path: Path, dataset: Path, **train: Any) -> Path:
     """A run config at ``path``: :data:`MODEL` on ``dataset``, 6 training and 2 validation configurations,
-    1 epoch, one thread, with the ``[train]`` entries of ``train`` added or replaced."""
+    the loss on A, 1 epoch, one thread, with the ``[train]`` entries of ``train`` added or replaced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_toml({
-        "data": {"dataset": os.path.relpath(dataset, path.parent), "split": [6, 2, 0]},
+        "data": {"dataset": os.path.relpath(dataset, path.parent), "split": [6, 2, 0], "particle_types": [0]},
         "model": MODEL,
         "train": {"epochs": 1, "lr": 0.01, "threads": 1, **train},
     }))
