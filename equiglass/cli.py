@@ -118,6 +118,41 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_inherent_states(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inherent-states",
+        help="add inherent states to a dataset that lacks them (converted Bapst or Shiba files)",
+        description=(
+            "Minimise every configuration of a dataset without an inherent state with LAMMPS, as 'generate' does, "
+            "and add is_positions, is_potential_energy and (where absent) potential_energy, so that the "
+            "displacement d from the inherent state ([data] with_is_displacement) can be used. Each file is "
+            "rewritten atomically when its minimisation is done; rerunning the same command resumes."
+        ),
+    )
+    parser.add_argument("dataset", type=Path, help="dataset directory (rewritten in place)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes, one LAMMPS instance each; 0 runs in this process (default: %(default)s)")
+    parser.add_argument("--minimizer", choices=["fire", "cg"], default="fire", help="minimiser (default: %(default)s)")
+    parser.add_argument("--force-tolerance", type=float, default=1e-6,
+                        help="stop when max_i |F_i| is below this (default: %(default)s)")
+    parser.add_argument("--max-iterations", type=int, default=100_000,
+                        help="iteration limit of one minimisation (default: %(default)s)")
+    parser.set_defaults(run=_run_inherent_states)
+
+
+def _run_inherent_states(args: argparse.Namespace) -> int:
+    from equiglass.process_pool import interrupt_on_sigterm
+    from equiglass.simulate.inherent import add_inherent_states
+
+    with interrupt_on_sigterm():
+        report = add_inherent_states(args.dataset, workers=args.workers, minimizer=args.minimizer,
+                                     force_tolerance=args.force_tolerance, max_iterations=args.max_iterations,
+                                     command=args.command)
+    print(f"{args.dataset}: {len(report.minimised)} configurations minimised, "
+          f"{len(report.present)} already had their inherent state")
+    return 0
+
+
 # ------------------------------------------------------------------ Bapst et al. (2020) files
 
 
@@ -522,6 +557,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _register_generate,
+    _register_inherent_states,
     _register_convert_bapst,
     _register_export_bapst,
     _register_convert_shiba,
