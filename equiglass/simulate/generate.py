@@ -55,7 +55,6 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 import equiglass
 from equiglass.data.format import (
@@ -71,7 +70,7 @@ from equiglass.physics import kob_andersen as ka
 from equiglass.physics import observables
 from equiglass.simulate.lammps import KobAndersenLammps, lammps_version
 from equiglass.simulate.protocol import HALVES_DEFINITION, PROPENSITY_DEFINITION, SOURCE, GenerationProtocol
-from equiglass.simulate.workers import inherent_state_task, open_executor, trajectory_task
+from equiglass.simulate.workers import inherent_state_task, running_executor, trajectory_task
 
 logger = logging.getLogger(__name__)
 
@@ -391,35 +390,27 @@ def _generate_missing(directory: Path, protocol: GenerationProtocol, missing: li
     """Run the chains that own `missing` configurations and write those configurations."""
     wanted = set(missing)
     pending: list[_Pending] = []
-    executor = open_executor(protocol, workers)
     progress = tqdm(
         total=len(missing) * protocol.replicas, desc="trajectories", unit="traj", disable=None, dynamic_ncols=True
     )
+    with running_executor(protocol, workers, progress) as executor:
 
-    def submit(index: int, positions: np.ndarray, types: np.ndarray) -> None:
-        started = time.perf_counter()
-        inherent = executor.submit(inherent_state_task, positions, types)
-        trajectories = []
-        for replica in range(protocol.replicas):
-            future = executor.submit(trajectory_task, positions, types, protocol.velocity_seed(index, replica))
-            future.add_done_callback(lambda _: progress.update())
-            trajectories.append(future)
-        pending.append(_Pending(index, positions, types, inherent, trajectories, started))
+        def submit(index: int, positions: np.ndarray, types: np.ndarray) -> None:
+            started = time.perf_counter()
+            inherent = executor.submit(inherent_state_task, positions, types)
+            trajectories = []
+            for replica in range(protocol.replicas):
+                future = executor.submit(trajectory_task, positions, types, protocol.velocity_seed(index, replica))
+                future.add_done_callback(lambda _: progress.update())
+                trajectories.append(future)
+            pending.append(_Pending(index, positions, types, inherent, trajectories, started))
 
-    def write_finished() -> None:
-        _write_finished(directory, protocol, pending, block=False)
+        def write_finished() -> None:
+            _write_finished(directory, protocol, pending, block=False)
 
-    try:
-        with logging_redirect_tqdm():
-            for chain in sorted({protocol.chain_of(i) for i in wanted}):
-                _run_chain(protocol, chain, wanted, submit, write_finished)
-            _write_finished(directory, protocol, pending, block=True)
-        executor.shutdown(wait=True)
-    except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        progress.close()
+        for chain in sorted({protocol.chain_of(i) for i in wanted}):
+            _run_chain(protocol, chain, wanted, submit, write_finished)
+        _write_finished(directory, protocol, pending, block=True)
 
 
 def _write_finished(directory: Path, protocol: GenerationProtocol, pending: list[_Pending], block: bool) -> None:

@@ -26,14 +26,13 @@ from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from equiglass.data.format import Dataset, load_dataset, write_configuration, write_manifest
 from equiglass.data.geometry import minimum_image
 from equiglass.errors import DataError
 from equiglass.simulate.lammps import lammps_version
 from equiglass.simulate.protocol import GenerationProtocol
-from equiglass.simulate.workers import inherent_state_task, open_executor
+from equiglass.simulate.workers import inherent_state_task, running_executor
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +117,6 @@ def _scan(dataset: Dataset) -> tuple[list[int], list[int], float]:
 def _minimise(dataset: Dataset, protocol: GenerationProtocol, missing: list[int], workers: int) -> None:
     """Minimise the configurations ``missing`` and rewrite each file once its own is done, in order,
     with at most two minimisations per worker in flight (memory stays bounded on large datasets)."""
-    executor = open_executor(protocol, min(workers, len(missing)))
     progress = tqdm(total=len(missing), desc="inherent states", unit="configuration", disable=None, dynamic_ncols=True)
     in_flight: list[tuple[int, dict[str, np.ndarray], Future, float]] = []
 
@@ -128,23 +126,16 @@ def _minimise(dataset: Dataset, protocol: GenerationProtocol, missing: list[int]
         _write(dataset, index, fields, future.result(), started)
         progress.update()
 
-    try:
-        with logging_redirect_tqdm():
-            for index in missing:
-                fields = dataset.read(index)
-                started = time.perf_counter()
-                future = executor.submit(inherent_state_task, fields["positions"], fields["types"])
-                in_flight.append((index, fields, future, started))
-                if len(in_flight) > 2 * max(workers, 1):
-                    write_oldest()
-            while in_flight:
+    with running_executor(protocol, min(workers, len(missing)), progress) as executor:
+        for index in missing:
+            fields = dataset.read(index)
+            started = time.perf_counter()
+            future = executor.submit(inherent_state_task, fields["positions"], fields["types"])
+            in_flight.append((index, fields, future, started))
+            if len(in_flight) > 2 * max(workers, 1):
                 write_oldest()
-        executor.shutdown(wait=True)
-    except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        progress.close()
+        while in_flight:
+            write_oldest()
 
 
 def _write(dataset: Dataset, index: int, fields: dict[str, np.ndarray], minimum: dict[str, np.ndarray],

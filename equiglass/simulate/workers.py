@@ -14,15 +14,35 @@ and finalises MPI before it exits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from equiglass.process_pool import ProcessPool
 from equiglass.simulate.lammps import KobAndersenLammps, finalize_mpi
 from equiglass.simulate.protocol import GenerationProtocol
+
+
+@contextlib.contextmanager
+def running_executor(protocol: GenerationProtocol, workers: int, progress: tqdm) -> Iterator[Executor]:
+    """:func:`open_executor`, shut down when the block ends: after its tasks are done, or at once,
+    pending tasks cancelled, on an error or an interrupt; log lines print above ``progress``,
+    which is closed either way."""
+    executor = open_executor(protocol, workers)
+    try:
+        with logging_redirect_tqdm():
+            yield executor
+        executor.shutdown(wait=True)
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        progress.close()
 
 
 def open_executor(protocol: GenerationProtocol, workers: int) -> Executor:
