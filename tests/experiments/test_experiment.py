@@ -91,7 +91,7 @@ def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directori
             assert all(json.loads((Path(run["run_dir"]) / "run.json").read_text())["test_dataset"] == results["tested_on"]
                        for run in results["runs"].values())
         if name == "inputs":  # Bapst's files hold no inherent states: those runs are skipped, named
-            assert set(results["skipped"]) == {"inherent", "inherent_energy"}
+            assert set(results["skipped"]) == {"inherent", "inherent_energy", "thermal_displacement"}
             assert all("is_positions" in reason for reason in results["skipped"].values())
         if name == "pearson_vs_time":
             parameters = {run["model"]["kind"] + str(run["model"].get("l_max", "")): run["parameters"]
