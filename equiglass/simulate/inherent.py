@@ -83,7 +83,7 @@ def add_inherent_states(
     if not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
     dataset = load_dataset(directory)
-    missing, present, side = _scan(dataset)
+    missing, present, side, held = _scan(dataset)
     n_particles = int(dataset.manifest["n_particles"])
     protocol = GenerationProtocol(  # the density that gives the files' box to rounding
         n_particles=n_particles, density=n_particles / side**3,
@@ -93,25 +93,31 @@ def add_inherent_states(
                 dataset.directory, len(dataset), len(present), len(missing))
     if missing:
         _minimise(dataset, protocol, missing, workers)
-    _declare_present(dataset, protocol, command)
+    _declare_present(dataset, protocol, command, held)
     return InherentStatesReport(minimised=missing, present=present)
 
 
-def _scan(dataset: Dataset) -> tuple[list[int], list[int], float]:
-    """Indices of the configurations without and with ``is_positions``, and the side of their
-    common cubic box (LJ lengths); every file is read and checked."""
+def _scan(dataset: Dataset) -> tuple[list[int], list[int], float, set[str]]:
+    """Indices of the configurations without and with ``is_positions``, the side of their common
+    cubic box (LJ lengths), and the :data:`INHERENT_FIELDS` that every configuration with
+    ``is_positions`` holds (GlassBench's files have inherent positions without their energies);
+    every file is read and checked."""
     if not dataset.files:
         raise DataError(dataset.directory / "manifest.json", "lists no configuration")
-    missing, present, sides = [], [], []
+    missing, present, side, held = [], [], None, set(INHERENT_FIELDS)
     for index, path in enumerate(dataset.files):
         fields = dataset.read(path)
         box = fields["box"]
-        sides.append(float(box[0]))
-        if not np.allclose(box, sides[0], rtol=1e-12, atol=0):
-            raise DataError(path, f"box {box.tolist()} is not the cube of side {sides[0]} of the dataset's first "
+        side = float(box[0]) if side is None else side
+        if not np.allclose(box, side, rtol=1e-12, atol=0):
+            raise DataError(path, f"box {box.tolist()} is not the cube of side {side} of the dataset's first "
                                   "configuration: the Kob-Andersen engine takes one cubic box")
-        (present if "is_positions" in fields else missing).append(index)
-    return missing, present, sides[0]
+        if "is_positions" in fields:
+            present.append(index)
+            held &= set(fields)
+        else:
+            missing.append(index)
+    return missing, present, side, held
 
 
 def _minimise(dataset: Dataset, protocol: GenerationProtocol, missing: list[int], workers: int) -> None:
@@ -123,7 +129,11 @@ def _minimise(dataset: Dataset, protocol: GenerationProtocol, missing: list[int]
     def write_oldest() -> None:
         index, fields, future, started = in_flight.pop(0)
         wait([future])
-        _write(dataset, index, fields, future.result(), started)
+        try:
+            minimum = future.result()
+        except RuntimeError as error:  # the engine's minimisation did not converge
+            raise DataError(dataset.files[index], f"no inherent state: {error}") from error
+        _write(dataset, index, fields, minimum, started)
         progress.update()
 
     with running_executor(protocol, min(workers, len(missing)), progress) as executor:
@@ -151,9 +161,11 @@ def _write(dataset: Dataset, index: int, fields: dict[str, np.ndarray], minimum:
                 time.perf_counter() - started)
 
 
-def _declare_present(dataset: Dataset, protocol: GenerationProtocol, command: str) -> None:
-    """Once every configuration has them, drop the inherent fields from the manifest's absent ones."""
-    absent = [name for name in dataset.absent_fields if name not in INHERENT_FIELDS]
+def _declare_present(dataset: Dataset, protocol: GenerationProtocol, command: str, held: set[str]) -> None:
+    """Once every configuration has them, drop the inherent fields from the manifest's absent ones:
+    those ``held`` by the configurations that had an inherent state before, and all of them on
+    those minimised now."""
+    absent = [name for name in dataset.absent_fields if name not in held]
     if absent == list(dataset.absent_fields):
         return
     manifest = dict(dataset.manifest)

@@ -69,6 +69,24 @@ def test_a_rerun_minimises_only_what_is_missing(tmp_path):
     assert again.minimised == [] and again.present == [0, 1]
 
 
+def test_inherent_positions_without_their_energies_stay_as_they_are(tmp_path):
+    """GlassBench's files hold inherent positions but no energies: nothing is minimised, and the
+    manifest keeps declaring the energies absent (the files still lack them)."""
+    directory = without_inherent_states(tmp_path / "dataset", keep=(0, 1))
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    manifest["absent_fields"] = sorted({*manifest["absent_fields"], "potential_energy", "is_potential_energy"} - {"is_positions"})
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    for entry in manifest["configurations"]:
+        with np.load(directory / entry["file"]) as archive:
+            fields = {name: archive[name] for name in archive.files if name not in ("potential_energy", "is_potential_energy")}
+        np.savez_compressed(directory / entry["file"], **fields)
+    report = add_inherent_states(directory)
+    assert report.minimised == [] and report.present == [0, 1]
+    dataset = load_dataset(directory)
+    assert {"potential_energy", "is_potential_energy"} <= set(dataset.absent_fields)
+    assert "potential_energy" not in dataset.read(1)  # the dataset still reads
+
+
 def test_a_box_that_is_not_one_cube_is_refused_before_anything_is_written(tmp_path, capsys):
     directory = without_inherent_states(tmp_path / "dataset")
     path = directory / "configuration_00001.npz"
