@@ -23,7 +23,7 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     optimiser = "adam"                 # or "adamw"
     lr = 3e-3
     weight_decay = 0.0
-    schedule = "cosine"                # cosine decay per optimiser step to 0, "none", or "plateau"
+    schedule = "none"                  # constant lr (the recipe), "cosine" decay per optimiser step to 0, or "plateau"
     plateau_factor = 0.5               # plateau: multiply lr by this when validation stops improving ...
     plateau_patience = 5               # ... for more than this many validations (ReduceLROnPlateau)
     warmup_steps = 0                   # linear warm-up of the lr over the first this many optimiser steps (cosine, none)
@@ -146,7 +146,7 @@ class TrainConfig:
     optimiser: Literal["adam", "adamw"] = "adam"
     lr: float = 3e-3
     weight_decay: float = 0.0
-    schedule: Literal["cosine", "none", "plateau"] = "cosine"
+    schedule: Literal["cosine", "none", "plateau"] = "none"
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     warmup_steps: int = 0

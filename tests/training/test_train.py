@@ -46,10 +46,11 @@ def test_loss_falls_by_a_large_factor(tmp_path, dataset):
     assert result.best_epoch == max(result.history, key=lambda row: row["val_pearson_mean"])["epoch"]
 
 
+COSINE = {"schedule": "cosine"}
 PLATEAU = {"schedule": "plateau", "plateau_patience": 0, "lr": 0.1}
 
 
-@pytest.mark.parametrize(("model", "options"), [("equivariant", {}), ("bapst", {}), ("equivariant_l0", PLATEAU)],
+@pytest.mark.parametrize(("model", "options"), [("equivariant", COSINE), ("bapst", COSINE), ("equivariant_l0", PLATEAU)],
                          ids=["equivariant-cosine", "bapst-cosine", "equivariant_l0-plateau"])
 def test_killed_run_resumes_bit_identical(tmp_path, dataset, monkeypatch, model, options):
     """Stop after epoch 2 of 4 (right after last.pt), resume: same weights and metrics as an uninterrupted run.
