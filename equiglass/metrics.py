@@ -64,6 +64,27 @@ def pearson_per_timescale(
     return torch.where(denominator > 0, correlation, torch.full_like(correlation, float("nan")))
 
 
+def pearson_within_types(
+    prediction: torch.Tensor, target: torch.Tensor, types: torch.Tensor, species: Sequence[int],
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[T] float64 :func:`pearson_per_timescale` over the particles of each of ``species`` (and of
+    ``mask``) on its own, averaged over the species: the score of one configuration whose loss
+    covers several species, as :mod:`equiglass.analysis.evaluate` reports each of them. A
+    correlation over the species together would also reward the offset between their mean
+    mobilities (B moves further than A), which no per-type Pearson sees.
+
+    Args:
+        prediction: [N, T] predicted propensities of one configuration.
+        target: [N, T] measured propensities of the same particles.
+        types: [N] int species of the particles.
+        species: the species to score.
+        mask: [N] bool further selection (e.g. particles with a target); None: all.
+    """
+    chosen = torch.ones_like(types, dtype=torch.bool) if mask is None else mask.to(device=types.device, dtype=torch.bool)
+    return torch.stack([pearson_per_timescale(prediction, target, chosen & (types == code)) for code in species]).mean(dim=0)
+
+
 def summarise(per_configuration: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-configuration convention: ``[C, T]`` correlations -> ``(mean [T], std [T])`` over configurations.
 

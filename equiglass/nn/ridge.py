@@ -146,9 +146,10 @@ class DescriptorRidge(nn.Module):
 
         The score of an α is the Pearson correlation
         (:func:`~equiglass.metrics.pearson_per_timescale`) between prediction and target over
-        the particles of ``particle_types`` of one configuration, averaged over the
-        validation configurations (every graph of a batch counts as one) and then over
-        the timescales. Descriptors are computed once for all α.
+        the particles of one type of ``particle_types`` in one configuration, averaged over the
+        types and validation configurations (every graph of a batch counts as one) and then
+        over the timescales, as training validation scores
+        (:func:`~equiglass.metrics.pearson_within_types`). Descriptors are computed once for all α.
 
         Returns:
             The chosen α and the score of every α; the model is left fitted with the chosen α.
@@ -200,12 +201,12 @@ class DescriptorRidge(nn.Module):
     def _rows_per_configuration(
         self, data: Data, particle_types: Sequence[int]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Like :meth:`_rows` for one ``Data`` / ``Batch``, split into one chunk per configuration."""
+        """Like :meth:`_rows` for one ``Data`` / ``Batch``, split into one chunk per configuration and type."""
         select = self._selection(data, particle_types)
         x, y = self.descriptors(data)[select], data.y[select].to(self.mean.dtype)
         graph = torch.zeros_like(data.types) if data.batch is None else data.batch
-        graph = graph[select]
-        return [(x[graph == g], y[graph == g]) for g in graph.unique()]
+        group = (graph * (int(data.types.max()) + 1) + data.types)[select]
+        return [(x[group == g], y[group == g]) for g in group.unique()]
 
     def _selection(self, data: Data, particle_types: Sequence[int]) -> torch.Tensor:
         """[N] bool mask of the particles of ``particle_types``; checks targets."""

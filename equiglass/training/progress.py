@@ -26,7 +26,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from equiglass.errors import TrainingError
-from equiglass.metrics import pearson_per_timescale, summarise
+from equiglass.metrics import pearson_within_types, summarise
 from equiglass.training import distributed
 from equiglass.training.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, save_checkpoint
 from equiglass.training.config import RunConfig
@@ -82,8 +82,9 @@ class RunProgress:
             data = data if device.type == "cpu" else data.clone().to(device)
             output = self.model(data)
             losses.append(self.objective.loss(output, data).item())
-            particles = self.objective.particles(data) & data.target_mask.all(dim=1)
-            correlations.append(pearson_per_timescale(output, data.y, particles).cpu())
+            with_targets = data.target_mask.all(dim=1)
+            correlations.append(pearson_within_types(output, data.y, data.types, self.objective.particle_types,
+                                                     with_targets).cpu())
         losses, correlations = self.parallel.gather(losses, correlations)
         return float(np.mean(losses)), summarise(torch.stack(correlations))[0]
 

@@ -44,8 +44,9 @@ CONFIG_TOML, CONFIG_JSON, RUN_RECORD, METRICS_CSV = "config.toml", "config.json"
 TENSORBOARD_DIR = "tensorboard"
 #: What ``val_pearson_*`` means, recorded in ``run.json``.
 METRIC_DEFINITION = (
-    f"{PER_CONFIGURATION} Pearson correlation over the loss particle types of each validation configuration, "
-    "averaged over configurations (val_pearson_t<k>), then over timescales (val_pearson_mean)"
+    f"{PER_CONFIGURATION} Pearson correlation over the particles of each loss particle type of each validation "
+    "configuration, averaged over those types, then over configurations (val_pearson_t<k>), then over timescales "
+    "(val_pearson_mean)"
 )
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from equiglass.metrics import pearson_per_timescale, pooled_pearson_per_timescale, summarise
+from equiglass.metrics import pearson_per_timescale, pearson_within_types, pooled_pearson_per_timescale, summarise
 
 
 @pytest.fixture
@@ -80,3 +80,23 @@ def test_summarise_propagates_nan():
     mean, std = summarise(values)
     assert math.isnan(mean[0]) and math.isnan(std[0])
     assert mean[1] == pytest.approx(0.3)
+
+
+def test_pearson_within_types_scores_each_species_on_its_own_blind_to_their_offset(pair):
+    """Each species' own correlation, averaged; the offset between species (which a correlation
+    over all of them rewards) counts for nothing, and ``mask`` narrows the selection."""
+    prediction, target = pair
+    types = (torch.arange(200) % 5 == 0).long()  # a fifth B
+    within = pearson_within_types(prediction + 3.0 * types[:, None], target, types, (0, 1))
+    expected = (pearson_per_timescale(prediction, target, types == 0) + pearson_per_timescale(prediction, target, types == 1)) / 2
+    torch.testing.assert_close(within, expected)
+    torch.testing.assert_close(pearson_within_types(prediction, target, types, (0,)), pearson_per_timescale(prediction, target, types == 0))
+    # a prediction that only knows the species: high over both together, nothing within either
+    noise = torch.randn(200, 4, generator=torch.Generator().manual_seed(1))
+    offset_only = 5.0 * types[:, None].double() + noise
+    shifted = target + 2.0 * types[:, None]
+    assert torch.all(pearson_per_timescale(offset_only, shifted) > 0.7)
+    assert torch.all(pearson_within_types(offset_only, shifted, types, (0, 1)).abs() < 0.2)
+    mask = torch.arange(200) < 100
+    torch.testing.assert_close(pearson_within_types(prediction, target, types, (0, 1), mask),
+                               pearson_within_types(prediction[:100], target[:100], types[:100], (0, 1)))

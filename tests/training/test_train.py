@@ -37,6 +37,24 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # ------------------------------------------------------------------ training
 
 
+def test_the_validation_score_is_the_per_type_pearson_of_the_best_checkpoint(tmp_path, dataset):
+    """With A and B in the loss, the validation score of best.pt's epoch is the Pearson within
+    each species (as evaluate reports it), averaged over species and configurations: never a
+    correlation over A and B together, which would reward their offset."""
+    config = write_config(tmp_path, dataset, "equivariant_l0", train={"epochs": 3})
+    result = train(config, tmp_path / "run", progress=False)
+    trained = load_checkpoint(tmp_path / "run")
+    validation = json.loads((tmp_path / "run" / "run.json").read_text())["split"]["validation"]
+    per_configuration = []
+    for data in trained.graphs(dataset, indices=validation):
+        prediction = trained.predict(data)
+        per_type = [[np.corrcoef(prediction[data.types == code, t], data.y[data.types == code, t])[0, 1]
+                     for t in range(len(TIMES))] for code in (0, 1)]
+        per_configuration.append(np.mean(per_type, axis=0))
+    assert result.best_score == pytest.approx(float(np.mean(per_configuration)), abs=1e-5)
+
+
+
 def test_loss_falls_by_a_large_factor(tmp_path, dataset):
     config = write_config(tmp_path, dataset, "equivariant", train={"epochs": 15, "schedule": "none"})
     result = train(config, tmp_path / "run", progress=False)
