@@ -13,7 +13,8 @@ key                 content
 ``data``            how graphs are built: ``cutoff``, ``positions``, ``with_potential_energy``,
                     ``with_is_displacement``, ``particle_types`` (of the loss and metric); from :mod:`equiglass.training.loop` also
                     the rest of the run's ``[data]`` section (``dataset``, ``split``, ``split_seed``)
-``normalisation``   ``mean`` [T], ``std`` [T]: the model outputs ``(propensity - mean) / std``
+``normalisation``   ``mean`` [T], ``std`` [T] (or [K, T], row k for species k): the model outputs
+                    ``(propensity - mean) / std``
 ``times``           [T] the time points of the outputs (LJ units)
 ``equiglass_version``
 ...                 the ``extra`` of :func:`save_checkpoint`: ``epoch``, ``metrics``, and in
@@ -44,6 +45,7 @@ from equiglass.data.format import Dataset, atomic_write
 from equiglass.data.graphs import POSITION_FIELDS, PropensityDataset
 from equiglass.errors import CheckpointError
 from equiglass.nn.registry import build_model, resolve_model_section, with_former_defaults
+from equiglass.training.objective import of_particles
 
 #: Version of the checkpoint layout.
 CHECKPOINT_FORMAT = 1
@@ -67,7 +69,7 @@ def save_checkpoint(
     model: nn.Module,
     model_section: Mapping[str, Any],
     data_section: Mapping[str, Any],
-    normalisation: Mapping[str, Sequence[float]],
+    normalisation: Mapping[str, Sequence],
     times: Sequence[float],
     extra: Mapping[str, Any],
 ) -> Path:
@@ -79,7 +81,7 @@ def save_checkpoint(
         model_section: ``kind`` and hyper-parameters, as :func:`~equiglass.nn.registry.build_model` takes.
         data_section: graph settings (see :data:`DATA_KEYS`; ``dataset`` and those of
             :data:`DATA_DEFAULTS` optional).
-        normalisation: ``mean`` and ``std`` of the targets, one per time.
+        normalisation: ``mean`` and ``std`` of the targets, [T] (one per time) or [K, T] (per species).
         times: [T] time points of the outputs.
         extra: further entries (epoch, metrics, optimiser and random states), tensors and primitives only.
 
@@ -94,16 +96,17 @@ def save_checkpoint(
     missing = [key for key in DATA_KEYS if key not in data_section]
     if missing:
         raise ValueError(f"data_section lacks {missing}")
-    mean, std = _floats(normalisation["mean"]), _floats(normalisation["std"])
+    mean, std = (np.asarray(normalisation[key], dtype=np.float64) for key in ("mean", "std"))
     times = _floats(times)
-    if not len(mean) == len(std) == len(times):
-        raise ValueError(f"normalisation mean ({len(mean)}), std ({len(std)}) and times ({len(times)}) differ in size")
+    if not mean.shape == std.shape or mean.ndim not in (1, 2) or mean.shape[-1] != len(times):
+        raise ValueError(f"normalisation mean {mean.shape} and std {std.shape} must both be [T] or [K, T] "
+                         f"with T = {len(times)} times")
     content = {
         "format": CHECKPOINT_FORMAT,
         "model_state": {name: value.detach().cpu() for name, value in model.state_dict().items()},
         "model": resolve_model_section(model_section),  # every hyper-parameter, so a later default cannot change it
         "data": dict(data_section),
-        "normalisation": {"mean": mean, "std": std},
+        "normalisation": {"mean": mean.tolist(), "std": std.tolist()},
         "times": times,
         "equiglass_version": __version__,
         **extra,
@@ -198,8 +201,8 @@ class TrainedModel:
         data_section: ``cutoff``, ``positions``, ``with_potential_energy``, ``with_is_displacement``, ``particle_types``
             (and ``dataset`` when trained by :mod:`equiglass.training.loop`).
         times: [T] float64 time points of the outputs (LJ units).
-        normalisation: ``mean`` [T] and ``std`` [T] float64: the model's raw output is
-            ``(propensity - mean) / std``.
+        normalisation: ``mean`` and ``std`` float64, [T] or per species [K, T]: the model's raw
+            output is ``(propensity - mean) / std``.
         path: the checkpoint file it was loaded from.
         extra: the checkpoint's other entries (``epoch``, ``metrics``, ...).
     """
@@ -228,8 +231,8 @@ class TrainedModel:
         device = self.device
         inputs = data if data.pos.device == device else data.clone().to(device)
         output = self.model(inputs).to(torch.float64)
-        mean = torch.as_tensor(self.normalisation["mean"], dtype=torch.float64, device=device)
-        std = torch.as_tensor(self.normalisation["std"], dtype=torch.float64, device=device)
+        mean, std = (of_particles(torch.as_tensor(self.normalisation[key], dtype=torch.float64, device=device),
+                                  inputs.types) for key in ("mean", "std"))
         return (output * std + mean).to(torch.float32).to(data.pos.device)
 
     def graphs(

@@ -30,7 +30,7 @@ Example (every key but ``data.dataset`` and ``model.kind`` is optional; defaults
     epochs = 100
     batch_size = 1                     # configurations per optimiser step
     grad_clip = 1.0                    # global gradient-norm clip; 0 = none
-    target_normalisation = "dataset"   # or "configuration": each configuration's targets standardised on their own
+    target_normalisation = "dataset"   # "type": per species too; "configuration": each configuration's targets on their own
     time_weights = []                  # one loss weight per stored time (e.g. the targets' reliability); [] = equal
     seed = 0                           # model initialisation, data order, augmentation
     augment = true                     # the kind's random symmetries (bapst: cube); default: true where it has some
@@ -153,7 +153,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 1
     grad_clip: float = 1.0
-    target_normalisation: Literal["dataset", "configuration"] = "dataset"
+    target_normalisation: Literal["dataset", "type", "configuration"] = "dataset"
     time_weights: tuple[float, ...] = ()
     seed: int = 0
     augment: bool | None = None

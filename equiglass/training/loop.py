@@ -175,7 +175,8 @@ def train(
                                            f"one per stored time of the dataset is needed ({len(dataset.times)})")
         objective = Objective.from_graphs(split.train, config.data.particle_types,
                                           per_configuration=config.train.target_normalisation == "configuration",
-                                          time_weights=config.train.time_weights)
+                                          time_weights=config.train.time_weights,
+                                          per_type=config.train.target_normalisation == "type")
         seed_everything(config.train.seed)
         model = build_model(config.model, len(dataset.times))
         _set_input_statistics(model, config.model, split.train)

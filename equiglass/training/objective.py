@@ -1,7 +1,10 @@
 """The training objective: target normalisation, the loss, and which particles count.
 
 Targets are normalised per timescale with the mean and standard deviation of the training
-split (loss particles only), stored in the checkpoints; the loss is the mean squared error
+split (loss particles only), stored in the checkpoints; with ``[train] target_normalisation =
+"type"`` per timescale and particle type, so that each species of the loss has unit variance
+at every time (at low temperature B's propensity spreads twice as wide as A's, and would
+otherwise weigh about as much in the loss as A's four times more particles); the loss is the mean squared error
 of the normalised propensity over every timescale and every particle of ``[data]
 particle_types`` (A and B by default) whose target exists. With ``[train] time_weights`` it is
 the weighted mean, each timescale's terms weighted by its weight: normalised targets have unit
@@ -33,8 +36,9 @@ class Objective:
     """Target normalisation and loss-particle selection shared by the loss and the validation.
 
     Attributes:
-        mean: [T] float64 mean of the training targets of the loss particles.
-        std: [T] float64 standard deviation of the same.
+        mean: [T] float64 mean of the training targets of the loss particles; or [K, T], row k
+            that of species k (per type; a species outside the loss gets the pooled row).
+        std: [T] or [K, T] float64 standard deviation of the same.
         particle_types: species in the loss and metric.
         per_configuration: standardise every configuration's targets on their own (per timescale
             and type) instead of with ``mean`` and ``std``.
@@ -49,29 +53,29 @@ class Objective:
 
     @classmethod
     def from_graphs(cls, graphs: Sequence[Data], particle_types: Sequence[int], per_configuration: bool = False,
-                    time_weights: Sequence[float] = ()) -> Objective:
-        """Statistics over the loss particles of ``graphs`` (the training split); ``time_weights``
-        [T] (empty: equal) weight the loss's timescales.
+                    time_weights: Sequence[float] = (), per_type: bool = False) -> Objective:
+        """Statistics over the loss particles of ``graphs`` (the training split), pooled or
+        ``per_type``; ``time_weights`` [T] (empty: equal) weight the loss's timescales.
 
         Raises:
-            ValueError: a timescale whose training targets are constant or absent, or
-                ``time_weights`` not one per timescale.
+            ValueError: a timescale whose training targets are constant or absent (for a
+                species of the loss, per type), or ``time_weights`` not one per timescale.
         """
         particle_types = tuple(particle_types)
         y = torch.cat([
             torch.where(_target_mask(data, particle_types), data.y.double(), torch.nan) for data in graphs
         ])
-        count = (~y.isnan()).sum(dim=0)
-        mean = y.nansum(dim=0) / count
-        std = (((y - mean) ** 2).nansum(dim=0) / count).sqrt()
-        if not torch.all(std > 0):
-            bad = torch.nonzero(~(std > 0)).flatten().tolist()
-            raise ValueError(f"training targets are constant (or absent) at timescale(s) {bad}")
+        mean, std = _moments(y, "training targets")
+        if per_type:
+            types = torch.cat([data.types for data in graphs])
+            rows = [_moments(torch.where((types == species)[:, None], y, torch.nan), f"training targets of species {species}")
+                    if species in particle_types else (mean, std) for species in range(int(types.max()) + 1)]
+            mean, std = (torch.stack(column) for column in zip(*rows))
         weights = None
         if len(time_weights):
             weights = torch.tensor(time_weights, dtype=torch.float64)
-            if weights.shape != mean.shape:
-                raise ValueError(f"time_weights has {len(weights)} values for the data's {len(mean)} timescales")
+            if weights.shape != mean.shape[-1:]:
+                raise ValueError(f"time_weights has {len(weights)} values for the data's {mean.shape[-1]} timescales")
         return cls(mean, std, particle_types, per_configuration, weights)
 
     def particles(self, data: Data) -> torch.Tensor:
@@ -89,7 +93,7 @@ class Objective:
         (or a single particle) is set to 0 where the loss counts it.
         """
         if not self.per_configuration:
-            mean, std = self.mean.to(data.y), self.std.to(data.y)
+            mean, std = (of_particles(statistic, data.types).to(data.y) for statistic in (self.mean, self.std))
             return (data.y - mean) / std
         graph = data.batch if getattr(data, "batch", None) is not None else torch.zeros_like(data.types)
         group = graph * (int(data.types.max()) + 1) + data.types  # [N]: one group per configuration and type
@@ -120,9 +124,29 @@ class Objective:
         weights = mask * self.time_weights.to(output)
         return (squares * weights).sum() / weights.sum()
 
-    def as_dict(self) -> dict[str, list[float]]:
-        """``mean`` and ``std`` as lists, for a checkpoint."""
+    def as_dict(self) -> dict[str, list]:
+        """``mean`` and ``std`` as (nested, per type) lists, for a checkpoint."""
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+def of_particles(statistic: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    """``statistic`` [T] as it is (it broadcasts over particles), or per type [K, T] as [N, T]: each particle's row."""
+    return statistic[types] if statistic.dim() == 2 else statistic
+
+
+def _moments(y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T] mean and standard deviation over the non-NaN rows of ``y`` [N, T].
+
+    Raises:
+        ValueError: a timescale where they are constant or absent.
+    """
+    count = (~y.isnan()).sum(dim=0)
+    mean = y.nansum(dim=0) / count
+    std = (((y - mean) ** 2).nansum(dim=0) / count).sqrt()
+    if not torch.all(std > 0):
+        bad = torch.nonzero(~(std > 0)).flatten().tolist()
+        raise ValueError(f"{what} are constant (or absent) at timescale(s) {bad}")
+    return mean, std
 
 
 def _target_mask(data: Data, particle_types: tuple[int, ...]) -> torch.Tensor:

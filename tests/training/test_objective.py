@@ -1,8 +1,11 @@
-"""The training objective (equiglass.training.objective): target normalisation per dataset or
-per configuration, and the loss particles."""
+"""The training objective (equiglass.training.objective): target normalisation per dataset, per
+type or per configuration, and the loss particles."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from factories import write_config
@@ -54,6 +57,29 @@ def test_dataset_normalisation_uses_the_training_statistics_and_constant_groups_
     assert torch.equal(per_configuration.normalised(flat), torch.zeros(N, T, dtype=torch.float64))
 
 
+def test_per_type_normalisation_standardises_each_species_of_the_loss_over_the_training_set():
+    """Each loss species has zero mean and unit variance per time over the training graphs; a
+    species outside the loss gets the pooled statistics of the loss particles."""
+    graphs = [configuration(0, 1.0, 0.0), configuration(1, 7.0, 3.0)]
+    batch = Batch.from_data_list(graphs)
+    both = Objective.from_graphs(graphs, (0, 1), per_type=True)
+    assert both.mean.shape == both.std.shape == (2, T)
+    z = both.normalised(batch)
+    for species in (0, 1):
+        for t in range(T):
+            values = z[(batch.types == species) & batch.target_mask[:, t], t]
+            assert abs(values.mean()) < 1e-12 and abs(values.std(unbiased=False) - 1) < 1e-12
+    # a configuration's affine change is not undone (unlike per configuration): the statistics are the training set's
+    assert not torch.allclose(both.normalised(graphs[1]), Objective.from_graphs(graphs[1:], (0, 1), per_type=True).normalised(graphs[1]))
+    only_a = Objective.from_graphs(graphs, (0,), per_type=True)
+    pooled = Objective.from_graphs(graphs, (0,))
+    torch.testing.assert_close(only_a.mean, torch.stack([pooled.mean, pooled.mean]))
+    torch.testing.assert_close(only_a.std, torch.stack([pooled.std, pooled.std]))
+    flat_b = Data(**{**graphs[0].to_dict(), "y": torch.where((graphs[0].types == 1)[:, None], 1.0, graphs[0].y)})
+    with pytest.raises(ValueError, match="training targets of species 1 are constant"):
+        Objective.from_graphs([flat_b], (0, 1), per_type=True)
+
+
 def test_time_weights_weight_each_timescale_of_the_loss():
     """A weighted mean: the squared error of each timescale counts with its weight, so a time of
     weight 0 is ignored, and equal weights give the unweighted loss."""
@@ -88,8 +114,9 @@ def test_time_weights_of_another_length_than_the_data_are_a_config_error(tmp_pat
 
 
 def test_target_normalisation_is_a_checked_train_key(tmp_path, dataset):
-    good = write_config(tmp_path / "a", dataset, train={"target_normalisation": "configuration"})
-    assert load_config(good).train.target_normalisation == "configuration"
+    for choice in ("type", "configuration"):
+        good = write_config(tmp_path / choice, dataset, train={"target_normalisation": choice})
+        assert load_config(good).train.target_normalisation == choice
     bad = write_config(tmp_path / "b", dataset, train={"target_normalisation": "graph"})
     with pytest.raises(ConfigError, match="target_normalisation"):
         load_config(bad)
@@ -106,3 +133,24 @@ def test_a_run_trains_on_per_configuration_targets_and_predicts_in_dataset_units
     trained = load_checkpoint(tmp_path / "run")
     data = trained.graphs(dataset, indices=[0])[0]
     assert abs(trained.predict(data).mean() / data.y.mean() - 1) < 0.5  # mapped back with the training statistics
+
+
+def test_a_run_with_per_type_targets_stores_them_and_predicts_each_species_in_its_units(tmp_path, dataset):
+    from equiglass.training.checkpoint import load_checkpoint
+    from equiglass.training.loop import train
+
+    config = write_config(tmp_path, dataset, "equivariant_l0",
+                          train={"epochs": 15, "batch_size": 2, "target_normalisation": "type"})
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.best_score > 0.5
+    trained = load_checkpoint(tmp_path / "run")
+    graphs = trained.graphs(dataset, indices=json.loads((tmp_path / "run" / "run.json").read_text())["split"]["train"])
+    expected = Objective.from_graphs(graphs, (0, 1), per_type=True)
+    np.testing.assert_allclose(trained.normalisation["mean"], expected.mean.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(trained.normalisation["std"], expected.std.numpy(), rtol=1e-10)
+    data = graphs[0]
+    with torch.no_grad():
+        raw = trained.model(data).double()
+    rows = data.types
+    mapped = raw * torch.tensor(trained.normalisation["std"])[rows] + torch.tensor(trained.normalisation["mean"])[rows]
+    torch.testing.assert_close(trained.predict(data), mapped.float())
