@@ -49,7 +49,7 @@ def bapst_directories(tmp_path_factory) -> list[Path]:
 
 def test_every_paper_result_has_a_spec():
     assert set(SPECS) == {"pearson_vs_time", "inputs", "depth_and_lmax", "temperatures", "transfer", "features",
-                          "glassbench", "recipe", "scaling", "capacity"}
+                          "glassbench", "glassbench_recipe", "recipe", "scaling", "capacity"}
     for name in SPECS:
         spec = load_spec(EXPERIMENTS / f"{name}.toml")
         assert {"cpu", "paper"} <= spec.scales.keys()
@@ -65,7 +65,7 @@ def test_paper_scale_command_runs_on_miniature_bapst_files(name, bapst_directori
         config_from_dict(spec.run_tables(run, "paper", bapst_directories[0]), spec.path)
     data = bapst_directories[:KINDS[spec.kind].min_datasets]
     out = tmp_path / "out"
-    test_data = bapst_directories[1] if name in ("glassbench", "scaling") else None  # GlassBench's separate test files
+    test_data = bapst_directories[1] if name in ("glassbench", "glassbench_recipe", "scaling") else None  # GlassBench's separate test files
     # the recipe's many runs differ by one option each: three of them exercise the code
     runs = ["20ep-seed0", "60ep-loss-AB-type-heads", "60ep-loss-AB-readout-norms"] if name == "recipe" else None
     results = run_experiment(spec, "paper", data, out, epochs=1, progress=False, test_data=test_data, runs=runs)
