@@ -15,6 +15,8 @@ trajectories of ``equiglass generate``, the training runs of ``equiglass experim
 
 A task that must clean up after itself when stopped (remove a temporary file, say) runs under
 :func:`interrupt_on_sigterm`, which turns SIGTERM into ``KeyboardInterrupt`` for its duration.
+A step that ``on_exit`` can only undo once it is complete (starting MPI, say) runs under
+:func:`stop_held`: a worker stopped meanwhile stops when the step ends.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ PARENT_POLL_SECONDS = 0.5
 """How often a worker checks that the process that started it is still alive."""
 
 _ON_EXIT: Callable[[], None] | None = None
+_STOP_HELD = 0  # depth of stop_held() blocks in this process
+_STOP_PENDING = False  # a worker's stop arrived within one
 
 
 class ProcessPool(ProcessPoolExecutor):
@@ -77,6 +81,25 @@ def interrupt_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def stop_held() -> Iterator[None]:
+    """Within this block a pool worker's stop (SIGTERM, or the death of its main process) waits:
+    the worker runs ``on_exit`` and exits when the block ends. Outside pool workers it does nothing.
+
+    The hold is in Python, not a signal mask: a mask holds a signal back from one thread only, and
+    the kernel hands it to any other (the watchdog, a library's threads), whose Python handler then
+    runs in the main thread all the same.
+    """
+    global _STOP_HELD
+    _STOP_HELD += 1
+    try:
+        yield
+    finally:
+        _STOP_HELD -= 1
+        if _STOP_HELD == 0 and _STOP_PENDING:
+            _exit_now(signal.SIGTERM)
+
+
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -94,7 +117,17 @@ def _start_worker(parent: int, on_exit: Callable[[], None] | None, initializer: 
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
-    """Signal handler of workers: run the pool's ``on_exit``, then exit at once (status 128 + signum)."""
+    """Signal handler of workers: run the pool's ``on_exit``, then exit at once (status 128 + signum);
+    within :func:`stop_held`, once it ends."""
+    global _STOP_PENDING
+    if _STOP_HELD:
+        _STOP_PENDING = True
+        return
+    _exit_now(signum)
+
+
+def _exit_now(signum: int) -> None:
+    """Run the pool's ``on_exit``, then exit at once with status 128 + ``signum``."""
     if _ON_EXIT is not None:
         _ON_EXIT()
     os._exit(128 + signum)

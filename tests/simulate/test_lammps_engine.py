@@ -430,3 +430,36 @@ def test_reference_thermodynamics() -> None:
             pressure.append(engine.pressure())
     assert np.mean(energy) == pytest.approx(-5.974, abs=0.04)
     assert np.mean(pressure) == pytest.approx(10.17, abs=0.35)
+
+
+def test_a_worker_stopped_while_mpi_starts_finalises_it_once_the_instance_is_registered(monkeypatch):
+    """A pool worker's stop (its SIGTERM handler, which Python runs between two bytecodes of the
+    main thread, here inside the LAMMPS constructor where MPI creates its shared-memory segment)
+    waits until `finalize_mpi` knows of the instance; then the worker's on_exit runs and it exits.
+    Run at once, on_exit would find nothing to finalise and the segment would stay in /dev/shm."""
+    import signal
+    import weakref
+
+    from equiglass import process_pool
+
+    class Exited(Exception):
+        pass
+
+    class Instance:
+        lib = object()
+
+        def __init__(self, cmdargs: list[str]):
+            process_pool._exit_on_signal(signal.SIGTERM, None)  # the worker's handler, mid-constructor
+            calls.append("constructed")
+
+    calls = []
+    monkeypatch.setattr(lammps_engine, "import_lammps", lambda: Instance)
+    monkeypatch.setattr(lammps_engine, "_LIBRARY", [])
+    monkeypatch.setattr(lammps_engine, "_OPEN_INSTANCES", weakref.WeakSet())
+    monkeypatch.setattr(process_pool, "_ON_EXIT", lambda: calls.append(f"on_exit, registered: {bool(lammps_engine._LIBRARY)}"))
+    monkeypatch.setattr(process_pool, "_STOP_PENDING", False)
+    monkeypatch.setattr(process_pool.os, "_exit", lambda status: (_ for _ in ()).throw(Exited(status)))
+    with pytest.raises(Exited, match=str(128 + signal.SIGTERM)):
+        lammps_engine.open_lammps()
+    assert calls == ["constructed", "on_exit, registered: True"]
+    assert process_pool._STOP_HELD == 0
