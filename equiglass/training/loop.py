@@ -173,10 +173,8 @@ def train(
         if config.train.time_weights and len(config.train.time_weights) != len(dataset.times):
             raise ConfigError(config.path, f"[train] time_weights has {len(config.train.time_weights)} values, "
                                            f"one per stored time of the dataset is needed ({len(dataset.times)})")
-        objective = Objective.from_graphs(split.train, config.data.particle_types,
-                                          per_configuration=config.train.target_normalisation == "configuration",
-                                          time_weights=config.train.time_weights,
-                                          per_type=config.train.target_normalisation == "type")
+        objective = Objective.from_graphs(split.train, config.data.particle_types, config.train.target_normalisation,
+                                          config.train.time_weights)
         seed_everything(config.train.seed)
         model = build_model(config.model, len(dataset.times))
         _set_input_statistics(model, config.model, split.train)

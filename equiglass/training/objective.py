@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch_geometric.data import Data
@@ -52,10 +53,12 @@ class Objective:
     time_weights: torch.Tensor | None = None
 
     @classmethod
-    def from_graphs(cls, graphs: Sequence[Data], particle_types: Sequence[int], per_configuration: bool = False,
-                    time_weights: Sequence[float] = (), per_type: bool = False) -> Objective:
-        """Statistics over the loss particles of ``graphs`` (the training split), pooled or
-        ``per_type``; ``time_weights`` [T] (empty: equal) weight the loss's timescales.
+    def from_graphs(cls, graphs: Sequence[Data], particle_types: Sequence[int],
+                    normalisation: Literal["dataset", "type", "configuration"] = "dataset",
+                    time_weights: Sequence[float] = ()) -> Objective:
+        """Statistics over the loss particles of ``graphs`` (the training split), per type with
+        ``normalisation = "type"`` (``[train] target_normalisation``), pooled otherwise;
+        ``time_weights`` [T] (empty: equal) weight the loss's timescales.
 
         Raises:
             ValueError: a timescale whose training targets are constant or absent (for a
@@ -66,7 +69,7 @@ class Objective:
             torch.where(_target_mask(data, particle_types), data.y.double(), torch.nan) for data in graphs
         ])
         mean, std = _moments(y, "training targets")
-        if per_type:
+        if normalisation == "type":
             types = torch.cat([data.types for data in graphs])
             rows = [_moments(torch.where((types == species)[:, None], y, torch.nan), f"training targets of species {species}")
                     if species in particle_types else (mean, std) for species in range(int(types.max()) + 1)]
@@ -76,11 +79,7 @@ class Objective:
             weights = torch.tensor(time_weights, dtype=torch.float64)
             if weights.shape != mean.shape[-1:]:
                 raise ValueError(f"time_weights has {len(weights)} values for the data's {mean.shape[-1]} timescales")
-        return cls(mean, std, particle_types, per_configuration, weights)
-
-    def particles(self, data: Data) -> torch.Tensor:
-        """[N] bool: particles of the loss types."""
-        return particles_of_types(data.types, self.particle_types)
+        return cls(mean, std, particle_types, normalisation == "configuration", weights)
 
     def mask(self, data: Data) -> torch.Tensor:
         """[N, T] bool: loss particles where a target exists."""

@@ -31,7 +31,7 @@ def configuration(seed: int, scale: float, offset: float) -> Data:
 def test_per_configuration_normalisation_standardises_each_configuration_type_and_time():
     graphs = [configuration(0, 1.0, 0.0), configuration(1, 7.0, 3.0)]
     batch = Batch.from_data_list(graphs)
-    objective = Objective.from_graphs(graphs, (0, 1), per_configuration=True)
+    objective = Objective.from_graphs(graphs, (0, 1), normalisation="configuration")
     z = objective.normalised(batch)
     for graph in range(2):
         for species in (0, 1):
@@ -62,7 +62,7 @@ def test_per_type_normalisation_standardises_each_species_of_the_loss_over_the_t
     species outside the loss gets the pooled statistics of the loss particles."""
     graphs = [configuration(0, 1.0, 0.0), configuration(1, 7.0, 3.0)]
     batch = Batch.from_data_list(graphs)
-    both = Objective.from_graphs(graphs, (0, 1), per_type=True)
+    both = Objective.from_graphs(graphs, (0, 1), normalisation="type")
     assert both.mean.shape == both.std.shape == (2, T)
     z = both.normalised(batch)
     for species in (0, 1):
@@ -70,14 +70,15 @@ def test_per_type_normalisation_standardises_each_species_of_the_loss_over_the_t
             values = z[(batch.types == species) & batch.target_mask[:, t], t]
             assert abs(values.mean()) < 1e-12 and abs(values.std(unbiased=False) - 1) < 1e-12
     # a configuration's affine change is not undone (unlike per configuration): the statistics are the training set's
-    assert not torch.allclose(both.normalised(graphs[1]), Objective.from_graphs(graphs[1:], (0, 1), per_type=True).normalised(graphs[1]))
-    only_a = Objective.from_graphs(graphs, (0,), per_type=True)
+    alone = Objective.from_graphs(graphs[1:], (0, 1), normalisation="type")
+    assert not torch.allclose(both.normalised(graphs[1]), alone.normalised(graphs[1]))
+    only_a = Objective.from_graphs(graphs, (0,), normalisation="type")
     pooled = Objective.from_graphs(graphs, (0,))
     torch.testing.assert_close(only_a.mean, torch.stack([pooled.mean, pooled.mean]))
     torch.testing.assert_close(only_a.std, torch.stack([pooled.std, pooled.std]))
     flat_b = Data(**{**graphs[0].to_dict(), "y": torch.where((graphs[0].types == 1)[:, None], 1.0, graphs[0].y)})
     with pytest.raises(ValueError, match="training targets of species 1 are constant"):
-        Objective.from_graphs([flat_b], (0, 1), per_type=True)
+        Objective.from_graphs([flat_b], (0, 1), normalisation="type")
 
 
 def test_time_weights_weight_each_timescale_of_the_loss():
@@ -145,7 +146,7 @@ def test_a_run_with_per_type_targets_stores_them_and_predicts_each_species_in_it
     assert result.best_score > 0.5
     trained = load_checkpoint(tmp_path / "run")
     graphs = trained.graphs(dataset, indices=json.loads((tmp_path / "run" / "run.json").read_text())["split"]["train"])
-    expected = Objective.from_graphs(graphs, (0, 1), per_type=True)
+    expected = Objective.from_graphs(graphs, (0, 1), normalisation="type")
     np.testing.assert_allclose(trained.normalisation["mean"], expected.mean.numpy(), rtol=1e-10)
     np.testing.assert_allclose(trained.normalisation["std"], expected.std.numpy(), rtol=1e-10)
     data = graphs[0]
