@@ -23,7 +23,7 @@ from torch_geometric.data import Data
 
 from equiglass.data.descriptors import DescriptorConfig, graph_descriptors
 from equiglass.data.geometry import particles_of_types
-from equiglass.metrics import pearson_per_timescale
+from equiglass.metrics import pearson_within_types
 
 #: Default grid of α for :meth:`DescriptorRidge.select_alpha`.
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(10.0**k for k in range(-2, 7))
@@ -144,12 +144,11 @@ class DescriptorRidge(nn.Module):
     ) -> tuple[float, dict[float, float]]:
         """Fit with every α and keep the one of best validation Pearson correlation.
 
-        The score of an α is the Pearson correlation
-        (:func:`~equiglass.metrics.pearson_per_timescale`) between prediction and target over
-        the particles of one type of ``particle_types`` in one configuration, averaged over the
-        types and validation configurations (every graph of a batch counts as one) and then
-        over the timescales, as training validation scores
-        (:func:`~equiglass.metrics.pearson_within_types`). Descriptors are computed once for all α.
+        The score of an α is the validation score of training
+        (:func:`~equiglass.metrics.pearson_within_types`): the Pearson correlation between
+        prediction and target over the particles of each type of ``particle_types`` in one
+        configuration, averaged over the types, the validation configurations (every graph of a
+        batch counts as one) and the timescales. Descriptors are computed once for all α.
 
         Returns:
             The chosen α and the score of every α; the model is left fitted with the chosen α.
@@ -161,7 +160,8 @@ class DescriptorRidge(nn.Module):
         scores = {}
         for alpha in alphas:
             self._solve(statistics, alpha)
-            correlations = torch.stack([pearson_per_timescale(self._predict(x), y) for x, y in configurations])  # [C, T]
+            correlations = torch.stack([pearson_within_types(self._predict(x), y, types, particle_types)
+                                        for x, y, types in configurations])  # [C, T]
             scores[float(alpha)] = float(correlations.mean())
         best = max(scores, key=lambda a: -math.inf if math.isnan(scores[a]) else scores[a])
         self._solve(statistics, best)
@@ -200,13 +200,13 @@ class DescriptorRidge(nn.Module):
 
     def _rows_per_configuration(
         self, data: Data, particle_types: Sequence[int]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Like :meth:`_rows` for one ``Data`` / ``Batch``, split into one chunk per configuration and type."""
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Like :meth:`_rows` for one ``Data`` / ``Batch``, split into one chunk per configuration,
+        with the particles' types: ``(x [n, D], y [n, T], types [n])``."""
         select = self._selection(data, particle_types)
-        x, y = self.descriptors(data)[select], data.y[select].to(self.mean.dtype)
-        graph = torch.zeros_like(data.types) if data.batch is None else data.batch
-        group = (graph * (int(data.types.max()) + 1) + data.types)[select]
-        return [(x[group == g], y[group == g]) for g in group.unique()]
+        x, y, types = self.descriptors(data)[select], data.y[select].to(self.mean.dtype), data.types[select]
+        graph = (torch.zeros_like(data.types) if data.batch is None else data.batch)[select]
+        return [(x[graph == g], y[graph == g], types[graph == g]) for g in graph.unique()]
 
     def _selection(self, data: Data, particle_types: Sequence[int]) -> torch.Tensor:
         """[N] bool mask of the particles of ``particle_types``; checks targets."""
