@@ -4,9 +4,9 @@ Targets are normalised per timescale with the mean and standard deviation of the
 split (loss particles only), stored in the checkpoints; with ``[train] target_normalisation =
 "type"`` per timescale and particle type, so that each species of the loss has unit variance
 at every time (at low temperature B's propensity spreads twice as wide as A's, and would
-otherwise weigh about as much in the loss as A's four times more particles); the loss is the mean squared error
-of the normalised propensity over every timescale and every particle of ``[data]
-particle_types`` (A and B by default) whose target exists. With ``[train] time_weights`` it is
+otherwise weigh about as much in the loss as A's four times more particles). The loss is the
+mean squared error of the normalised propensity over every timescale and every particle of
+``[data] particle_types`` (A and B by default) whose target exists. With ``[train] time_weights`` it is
 the weighted mean, each timescale's terms weighted by its weight: normalised targets have unit
 variance at every time, so equal weights ask as much of the noisiest, longest times as of the
 best-determined ones; weights equal to the targets' reliability (the squared noise ceiling)

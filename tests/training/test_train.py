@@ -54,7 +54,6 @@ def test_the_validation_score_is_the_per_type_pearson_of_the_best_checkpoint(tmp
     assert result.best_score == pytest.approx(float(np.mean(per_configuration)), abs=1e-5)
 
 
-
 def test_loss_falls_by_a_large_factor(tmp_path, dataset):
     config = write_config(tmp_path, dataset, "equivariant", train={"epochs": 15, "schedule": "none"})
     result = train(config, tmp_path / "run", progress=False)
